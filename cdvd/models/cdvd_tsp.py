@@ -1,0 +1,138 @@
+"""The cascaded CDVD-TSP network: flow, warp, temporal sharpness prior, reconstruction, two stages."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cdvd.models.correlation import CorrelationBackend
+from cdvd.models.pwc import FlowEstimator
+from cdvd.models.reconstruction import ReconstructionNet
+from cdvd.models.warp import warp_with_mask
+
+CLIP_LENGTH = 5
+
+
+class CascadeOutput(NamedTuple):
+    """The four outputs of one 5-frame window, each (B, 3, H, W)."""
+
+    recons_1: torch.Tensor  # stage 1, frame 1
+    recons_2: torch.Tensor  # stage 1, frame 2 (the centre)
+    recons_3: torch.Tensor  # stage 1, frame 3
+    out: torch.Tensor  # stage 2, frame 2: the result
+
+
+def temporal_sharpness_prior(
+    previous: torch.Tensor,
+    centre: torch.Tensor,
+    following: torch.Tensor,
+    previous_mask: torch.Tensor,
+    following_mask: torch.Tensor,
+) -> torch.Tensor:
+    """One-channel prior: close to 1 where the aligned neighbours agree with the centre (spec section 3).
+
+    Args:
+        previous, centre, following: (B, 3, H, W) frames aligned to the centre.
+        previous_mask, following_mask: (B, 3, H, W) validity masks of the two warps.
+
+    Returns:
+        (B, 1, H, W) in [0, 1], zero where any warp left the image. No gradient flows through it.
+    """
+    frames = [F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True) for f in
+              (previous, centre, following)]
+    middle = frames[1]
+    diff = torch.zeros_like(middle)
+    for frame in frames:
+        diff = diff + (frame - middle).pow(2)
+    diff = diff / 2.0  # 2 * delta^2 with delta = 1
+    prior = torch.exp(-torch.sqrt(diff.sum(dim=1, keepdim=True)))
+    valid = (previous_mask.detach() * following_mask.detach()).sum(dim=1, keepdim=True) > 0
+    return prior * valid.to(prior.dtype)
+
+
+class CDVDTSP(nn.Module):
+    """Cascaded Deep Video Deblurring with the Temporal Sharpness Prior (Pan, Bai and Tang, CVPR 2020).
+
+    Args:
+        n_feat: channels of the reconstruction net's first scale (published: 32).
+        n_resblock: residual blocks per stage of the reconstruction net (published: 3).
+        corr_backend: PWC-Net cost volume implementation: ``auto``, ``torch`` or ``cupy``.
+        residual: add the centre frame to every reconstruction (``out = centre + net(...)``). Not the
+            published architecture; off by default, useful to train from scratch quickly.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_feat: int = 32,
+        n_resblock: int = 3,
+        corr_backend: CorrelationBackend = "auto",
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_feat = n_feat
+        self.n_resblock = n_resblock
+        self.residual = residual
+        self.flow = FlowEstimator(corr_backend=corr_backend)
+        self.recons = ReconstructionNet(n_feat=n_feat, n_resblock=n_resblock)
+
+    def set_corr_backend(self, backend: CorrelationBackend) -> None:
+        self.flow.pwc.set_corr_backend(backend)
+
+    def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
+        """One cascade stage over a run of frames.
+
+        Args:
+            frames: (T, B, 3, H, W), T >= 3.
+
+        Returns:
+            (T - 2, B, 3, H, W): frame t restored from frames t - 1, t, t + 1 for t = 1 .. T - 2. Every
+            frame's flow pyramid is computed once and shared by the (up to three) pairs it takes part in.
+        """
+        t, b, c, h, w = frames.shape
+        if t < 3:
+            raise ValueError(f"a cascade stage needs at least 3 frames, instead got {t}")
+        flat = frames.reshape(t * b, c, h, w)
+        pyramids = self.flow.pyramid(flat)
+        centre_ids = torch.arange(1, t - 1, device=frames.device)
+        # pairs (centre, previous) for every centre, then (centre, following)
+        ref_frames = torch.cat((centre_ids, centre_ids))
+        nbr_frames = torch.cat((centre_ids - 1, centre_ids + 1))
+
+        def rows(frame_ids: torch.Tensor) -> torch.Tensor:
+            return (frame_ids[:, None] * b + torch.arange(b, device=frames.device)).reshape(-1)
+
+        ref_rows, nbr_rows = rows(ref_frames), rows(nbr_frames)
+        flows = self.flow.flow_from_pyramids(
+            [p[ref_rows] for p in pyramids], [p[nbr_rows] for p in pyramids], (h, w)
+        )
+        warped, masks = warp_with_mask(flat[nbr_rows], flows)
+        n = (t - 2) * b
+        centres = flat[rows(centre_ids)]
+        prior = temporal_sharpness_prior(warped[:n], centres, warped[n:], masks[:n], masks[n:])
+        restored = self.recons(torch.cat((warped[:n], centres, warped[n:], prior), dim=1))
+        if self.residual:
+            restored = restored + centres
+        return restored.reshape(t - 2, b, c, h, w)
+
+    def forward(self, clip: torch.Tensor) -> CascadeOutput:
+        """Deblur the centre of a 5-frame clip.
+
+        Args:
+            clip: (B, 5, 3, H, W) RGB in [0, 1]; H and W multiples of 4.
+
+        Returns:
+            :class:`CascadeOutput` (recons_1, recons_2, recons_3, out), each (B, 3, H, W).
+        """
+        if clip.dim() != 5 or clip.shape[1] != CLIP_LENGTH or clip.shape[2] != 3:
+            raise ValueError(f"CDVDTSP expects a (B, 5, 3, H, W) clip, instead got {tuple(clip.shape)}")
+        h, w = clip.shape[-2:]
+        if h % 4 or w % 4:
+            raise ValueError(f"frame height and width must be multiples of 4, instead got {h}x{w}")
+        frames = clip.transpose(0, 1)
+        stage1 = self.restore_centres(frames)
+        stage2 = self.restore_centres(stage1)
+        return CascadeOutput(stage1[0], stage1[1], stage1[2], stage2[0])
