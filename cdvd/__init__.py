@@ -1,8 +1,16 @@
 """cdvd: CDVD-TSP video deblurring with PyTorch Lightning and Hydra."""
 
-from cdvd.checkpoints import CheckpointError, load_flow_weights, load_model, save_original
+from cdvd.checkpoints import CheckpointError, load_flow_weights, load_model, load_weights, save_original
 from cdvd.models import CDVDTSP, CascadeOutput
 
 __version__ = "0.1.0"
 
-__all__ = ["CDVDTSP", "CascadeOutput", "CheckpointError", "load_flow_weights", "load_model", "save_original"]
+__all__ = [
+    "CDVDTSP",
+    "CascadeOutput",
+    "CheckpointError",
+    "load_flow_weights",
+    "load_model",
+    "load_weights",
+    "save_original",
+]

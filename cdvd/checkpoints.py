@@ -255,28 +255,21 @@ def _infer_original_resblocks(state: Mapping[str, torch.Tensor]) -> int:
     return len(blocks) if blocks else 3
 
 
-def load_model(
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    *,
-    corr_backend: str = "auto",
-    residual: bool | None = None,
-) -> CDVDTSP:
-    """Load a CDVD-TSP network in eval mode from an original ``.pt``, our Lightning ``.ckpt`` or our state dict.
+def read_network_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """Read the network weights of any supported checkpoint, in our key names.
 
-    The architecture (``n_feat``, ``n_resblock``, ``residual``) is taken from the file: a Lightning checkpoint
-    stores its hyper-parameters, an original file is read off the tensor shapes.
-
-    Raises:
-        CheckpointError: the file is missing, not a checkpoint, or its keys/shapes do not match the network.
+    Returns:
+        ``(state, architecture, source)``: the state dict for :class:`CDVDTSP`; the constructor arguments read off
+        the file (``n_feat``, ``n_resblock`` from the tensor shapes, ``residual`` where our checkpoint stored it);
+        and ``"original CDVD-TSP"`` or ``"cdvd"``.
     """
     path = Path(path)
     obj = read_checkpoint_file(path)
-    arch: Mapping[str, Any] = {}
+    stored: Mapping[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        arch = obj.get(ARCH_KEY) or {}
+        stored = obj.get(ARCH_KEY) or {}
         raw = obj["state_dict"]
-        # our LightningModule holds the network as `net`; drop anything else it may keep (loss buffers)
+        # our LightningModule holds the network as `net`; anything else it keeps is not the network's
         state = {k[len("net.") :]: v for k, v in raw.items() if k.startswith("net.")}
         if not state:
             state = _tensor_dict(raw, path)
@@ -284,18 +277,47 @@ def load_model(
         state = _tensor_dict(obj, path)
 
     if _is_original(state):
-        n_resblock = _infer_original_resblocks(state)
-        state = original_to_ours(state, n_resblock)
+        state = original_to_ours(state, _infer_original_resblocks(state))
         source = "original CDVD-TSP"
     else:
         source = "cdvd"
     n_feat, n_resblock = _infer_recons_size(state)
-    if residual is None:
-        residual = bool(arch.get("residual", False))
-    model = CDVDTSP(n_feat=n_feat, n_resblock=n_resblock, corr_backend=corr_backend, residual=residual)
+    architecture = {"n_feat": n_feat, "n_resblock": n_resblock, "residual": bool(stored.get("residual", False))}
+    return state, architecture, source
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    corr_backend: str = "auto",
+) -> CDVDTSP:
+    """Load a CDVD-TSP network in eval mode from an original ``.pt``, our Lightning ``.ckpt`` or our state dict.
+
+    The architecture (``n_feat``, ``n_resblock``, ``residual``) is taken from the file: an original file is read
+    off the tensor shapes, our Lightning checkpoint also stores its constructor arguments.
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint, or its keys/shapes do not match the network.
+    """
+    state, architecture, source = read_network_state(path)
+    model = CDVDTSP(corr_backend=corr_backend, **architecture)
     strict_load(model, state, path)
-    logger.info("loaded %s checkpoint %s (n_feat=%d, n_resblock=%d)", source, path, n_feat, n_resblock)
+    logger.info(
+        "loaded %s checkpoint %s (n_feat=%d, n_resblock=%d)",
+        source,
+        path,
+        architecture["n_feat"],
+        architecture["n_resblock"],
+    )
     return model.to(device).eval()
+
+
+def load_weights(model: CDVDTSP, path: str | os.PathLike) -> None:
+    """Load the weights of any supported checkpoint into an existing ``model`` (strict: keys and shapes)."""
+    state, _, source = read_network_state(path)
+    strict_load(model, state, path)
+    logger.info("initialised the network from %s checkpoint %s", source, path)
 
 
 def load_flow_weights(model: CDVDTSP, path: str | os.PathLike) -> None:

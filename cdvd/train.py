@@ -1,0 +1,116 @@
+"""``cdvd-train``: train CDVD-TSP from one composed Hydra config.
+
+    cdvd-train experiment=smoke
+    cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
+    cdvd-train -m experiment=smoke optimizer.lr=1e-4,3e-4
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cdvd.checkpoints import CheckpointError, load_model, save_original
+from cdvd.data.io import DataError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_PATH = "pkg://cdvd.configs"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail early, with the setting's name, on combinations that would only fail deep inside a library."""
+    from cdvd.losses import check_patch_size
+
+    target = str(cfg.loss.get("_target_", ""))
+    patch = cfg.data.get("patch_size")
+    if patch is not None:
+        try:
+            check_patch_size(target, int(patch))
+        except ValueError as err:
+            raise ConfigError(f"data.patch_size={patch}: {err}") from err
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    for key in ("pretrained", "flow_pretrained"):
+        path = cfg.model.get(key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"model.{key}={path}: file not found")
+
+
+def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a mapping of ``_target_`` configs (callbacks, loggers)."""
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """The data module, the LightningModule and the trainer of a composed config."""
+    datamodule = instantiate(cfg.data)
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    model = instantiate(
+        cfg.model,
+        net=instantiate(cfg.model.net),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        _recursive_=False,
+    )
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=instantiate_dict(cfg.get("logger"))
+    )
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train (or resume, with ``ckpt_path``) and return the final metrics and the objects used."""
+    check_config(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    for lg in trainer.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if best and cfg.get("export_original") and trainer.is_global_zero:
+        exported = Path(best).with_suffix(".pt")
+        save_original(load_model(best), exported)
+        logger.info("best weights in the original CDVD-TSP format: %s", exported)
+    if trainer.is_global_zero:
+        logger.info("run folder: %s", cfg.paths.output_dir)
+        if best:
+            logger.info("best checkpoint: %s", best)
+    return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def run_cli(task: Any, cfg: DictConfig) -> Any:
+    """Run ``task(cfg)``; a user's mistake (bad data, checkpoint or setting) is one line on stderr and exit 2."""
+    try:
+        return task(cfg)
+    except (DataError, CheckpointError, ConfigError) as err:
+        logger.error("%s", err)
+        sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = run_cli(train, cfg)
+    # the value a sweeper optimises
+    return metrics.get("val/psnr_best", metrics.get("val/psnr"))
+
+
+if __name__ == "__main__":
+    main()
