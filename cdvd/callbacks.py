@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytorch_lightning as pl
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from cdvd.checkpoints import atomic_torch_save
@@ -20,3 +23,44 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, instead got {storage_options!r}")
         atomic_torch_save(checkpoint, Path(path))
+
+
+class RNGStateCallback(pl.Callback):
+    """Saves the global random states (torch, CUDA, numpy, Python) in checkpoints and restores them on resume.
+
+    With them a run resumed from an epoch-boundary checkpoint draws the same crops, flips and shuffles as the run
+    that was never interrupted. The states are put back twice: when the checkpoint is loaded, and again after the
+    sanity-check validation (which draws from the global generator when its DataLoader starts), so that the first
+    training epoch after the resume starts from exactly the saved state. Under DDP the states of rank 0 are saved;
+    other ranks resume correctly but not bit for bit.
+    """
+
+    key = "cdvd_rng_states"
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = _collect_rng_states()
+        # numpy's state holds an ndarray, which checkpoints loaded with weights_only=True refuse: store a list
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        states["numpy"] = (name, keys.tolist(), pos, has_gauss, cached)
+        checkpoint[self.key] = states
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._pending = checkpoint.get(self.key)
+        if self._pending is not None:
+            name, keys, pos, has_gauss, cached = self._pending["numpy"]
+            self._pending["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+            _set_rng_states(self._pending)
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            _set_rng_states(self._pending)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = None

@@ -41,9 +41,16 @@ class _ClipBatches(TrainDataLoaderIter):
         return batch["blur"], batch["sharp"]
 
 
-class _RatioKeepingExponentialLR(lr_finder_module.ExponentialLR):
+class _RatioKeepingExponentialLR(torch.optim.lr_scheduler.LRScheduler):
     """Ramps every parameter group by the same factor, so the first group ends at ``end_lr`` and the others keep
     their ratio to it (torch-lr-finder's own schedule sends every group to the same end value)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
+        if num_iter <= 1:
+            raise ValueError("lr_finder.num_iter must be larger than 1")
+        self.end_lr = end_lr
+        self.num_iter = num_iter
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         r = self.last_epoch / (self.num_iter - 1)

@@ -1,0 +1,247 @@
+"""Training: the LightningModule, the composed configs, resume, multirun, DDP on CPU and the LR range test."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_train, console_script
+
+import cdvd
+from cdvd.lit_module import DeblurModule, build_param_groups
+from cdvd.losses import L1HEMLoss
+from cdvd.models import CDVDTSP
+from cdvd.train import ConfigError, check_config, train
+
+
+def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
+    torch.manual_seed(0)
+    net = CDVDTSP(n_feat=4, n_resblock=1, residual=True)
+    return DeblurModule(net, L1HEMLoss(), functools.partial(torch.optim.Adam, lr=lr), None, **kwargs)
+
+
+def test_training_steps_change_weights_and_lower_the_loss() -> None:
+    module = _tiny_module()
+    optimizer = module.configure_optimizers()
+    torch.manual_seed(1)
+    sharp = torch.rand(1, 5, 3, 16, 16)
+    batch = {"blur": (sharp + 0.1 * torch.randn_like(sharp)).clamp(0, 1), "sharp": sharp}
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss = module.compute_loss(batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    changed = [k for k, v in module.net.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("recons.") for k in changed)
+    assert any(k.startswith("flow.") for k in changed), "the flow net trains too"
+
+
+def test_param_groups_cover_every_parameter_once_with_flow_ratio() -> None:
+    net = CDVDTSP(n_feat=4, n_resblock=1)
+    groups = build_param_groups(net, 1e-4, 0.1)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(net.parameters()))
+    assert groups[1]["lr"] == pytest.approx(1e-5)
+
+
+def test_onecycle_gets_total_steps_and_keeps_group_ratio() -> None:
+    onecycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3, div_factor=None)
+    module = _tiny_module(lr=1e-4, flow_lr_scale=0.5)
+    module.scheduler_cfg = {"scheduler": onecycle, "interval": "epoch"}
+
+    class _Trainer:
+        estimated_stepping_batches = 40
+
+    module._trainer = _Trainer()  # configure_optimizers only reads estimated_stepping_batches
+    config = module.configure_optimizers()
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert scheduler.total_steps == 40
+    first, flow = config["optimizer"].param_groups
+    # starts at the optimiser's lr (div_factor = max_lr / lr) and peaks at max_lr, the flow group at half
+    assert first["lr"] == pytest.approx(1e-4)
+    assert flow["lr"] == pytest.approx(0.5e-4)
+    assert first["max_lr"] == pytest.approx(1e-3)
+    assert flow["max_lr"] == pytest.approx(0.5e-3)
+
+
+def test_msssim_loss_with_small_patches_is_a_config_error(smoke_overrides: list[str]) -> None:
+    cfg = compose_train([*smoke_overrides, "loss=msssim_l1", "data.patch_size=128"])
+    with pytest.raises(ConfigError, match="161"):
+        check_config(cfg)
+    check_config(compose_train([*smoke_overrides, "loss=msssim_l1", "data.patch_size=192"]))
+
+
+def test_missing_resume_checkpoint_is_a_config_error(smoke_overrides: list[str], tmp_path: Path) -> None:
+    cfg = compose_train([*smoke_overrides, f"ckpt_path={tmp_path / 'nope.ckpt'}"])
+    with pytest.raises(ConfigError, match="nope.ckpt"):
+        check_config(cfg)
+
+
+def test_every_experiment_composes() -> None:
+    for name in ("smoke", "paper_dvd", "paper_gopro", "fork2021_dvd", "demo"):
+        cfg = compose_train([f"experiment={name}", "data.root=/somewhere"])
+        assert cfg.model.net._target_ == "cdvd.models.CDVDTSP"
+    paper = compose_train(["experiment=paper_dvd", "data.root=/d"])
+    assert paper.loss._target_ == "cdvd.losses.L1HEMLoss"
+    assert paper.optimizer.lr == 1e-4 and paper.scheduler.scheduler.step_size == 200
+    assert paper.data.batch_size == 8 and paper.data.patch_size == 256
+    fork = compose_train(["experiment=fork2021_dvd", "data.root=/d"])
+    assert fork.loss._target_ == "cdvd.losses.MSSSIML1Loss"
+    assert fork.optimizer._target_ == "torch.optim.AdamW"
+    assert "OneCycleLR" in fork.scheduler.scheduler._target_
+
+
+def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(smoke_overrides: list[str], tmp_path: Path) -> None:
+    cfg = compose_train([*smoke_overrides, "logger=csv"])
+    metrics, objects = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["val/psnr"]))
+    assert metrics["val/psnr_best"] >= metrics["val/psnr"] - 1e-6
+    for key in ("train/loss_epoch", "train/l1_epoch", "train/hem_epoch", "val/ssim", "val/psnr_stage1"):
+        assert key in metrics, sorted(metrics)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    model = cdvd.load_model(last)
+    assert (model.n_feat, model.n_resblock) == (8, 1)
+    trained = objects["model"].net.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    exported = list((tmp_path / "checkpoints").glob("*.pt"))
+    assert exported, "best weights exported in the original format"
+    assert any(k.startswith("recons_net.") for k in torch.load(exported[0], weights_only=True))
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides: list[str], tmp_path: Path) -> None:
+    base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1"]
+    straight = tmp_path / "straight"
+    compose = functools.partial(compose_train)
+    train(compose([*base, f"paths.output_dir={straight}", "trainer.max_epochs=3"]))
+    split = tmp_path / "split"
+    train(compose([*base, f"paths.output_dir={split}", "trainer.max_epochs=2"]))
+    resumed = tmp_path / "resumed"
+    train(
+        compose(
+            [
+                *base,
+                f"paths.output_dir={resumed}",
+                "trainer.max_epochs=3",
+                f"ckpt_path={split / 'checkpoints' / 'last.ckpt'}",
+            ]
+        )
+    )
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = _run(
+        [
+            console_script("cdvd-train"),
+            "-m",
+            "experiment=smoke",
+            f"data.root={tiny_dataset}",
+            "data.synthesize=null",
+            "data.patch_size=32",
+            "trainer.max_epochs=1",
+            "optimizer.lr=1e-4,3e-4",
+            "~callbacks.progress_bar",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").iterdir())
+    jobs = [j for j in jobs if j.is_dir()]
+    assert [j.name for j in jobs] == ["0", "1"]
+    lrs = []
+    for job in jobs:
+        config = (job / ".hydra" / "config.yaml").read_text()
+        lrs.append(next(line.split(":")[1].strip() for line in config.splitlines() if line.strip().startswith("lr:")))
+        assert list((job / "tensorboard").glob("events.out.tfevents.*")), f"no TensorBoard run in {job}"
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(float(x) for x in lrs) == [1e-4, 3e-4]
+
+
+def test_ddp_cpu_trains_with_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = _run(
+        [
+            console_script("cdvd-train"),
+            "experiment=smoke",
+            "trainer=ddp_cpu",
+            f"data.root={tiny_dataset}",
+            "data.synthesize=null",
+            "data.patch_size=32",
+            "trainer.max_epochs=1",
+            "~callbacks.progress_bar",
+            "logger=csv",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "distributed_backend=gloo" in output
+    assert "All distributed processes registered. Starting with 2 processes" in output
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bad_data_root_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dataset"
+    result = _run(
+        [console_script("cdvd-train"), "experiment=smoke", f"data.root={missing}", "data.synthesize=null"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert str(missing) in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_module
+
+    from cdvd.find_lr import find_lr
+
+    overrides = [o for o in smoke_overrides if not o.startswith("~callbacks")]
+    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
+        cfg = compose(
+            config_name="find_lr",
+            overrides=[*overrides, "lr_finder.num_iter=6", "model.flow_lr_scale=0.1", "lr_finder.device=cpu"],
+        )
+    result = find_lr(cfg)
+    assert result["plot"].is_file() and result["plot"].stat().st_size > 1000
+    text = result["overrides"].read_text()
+    assert "lr:" in text and "max_lr:" in text
+    assert 1e-7 <= result["lr"] <= result["max_lr"] <= 1e-1
+    lrs = result["history"]["lr"]
+    assert lrs[0] < lrs[-1]
+
+
+def test_find_lr_keeps_the_flow_group_ratio() -> None:
+    from cdvd.find_lr import _RatioKeepingExponentialLR
+
+    net = CDVDTSP(n_feat=4, n_resblock=1)
+    optimizer = torch.optim.Adam(build_param_groups(net, 1e-6, 0.1))
+    schedule = _RatioKeepingExponentialLR(optimizer, end_lr=1e-2, num_iter=5)
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+    first, flow = (g["lr"] for g in optimizer.param_groups)
+    assert first == pytest.approx(1e-2)
+    assert flow == pytest.approx(1e-3)
