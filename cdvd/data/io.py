@@ -68,3 +68,54 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image, read from its header only where Pillow can (no full decode).
+
+    Raises:
+        DataError: the file is missing or is not a readable image (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib and scikit-image
+        return read_rgb(path).shape[:2]
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        # formats Pillow does not know but OpenCV does: decode the whole image
+        try:
+            return read_rgb(path).shape[:2]
+        except DataError:
+            raise DataError(f"cannot decode image (unreadable or corrupt): {path}") from err
+    return int(height), int(width)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> list[np.ndarray]:
+    """Decode the frames of a video file as uint8 RGB (H, W, 3), at most ``max_frames`` of them.
+
+    Raises:
+        DataError: the file is missing, cannot be opened or holds no frame.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"video not found: {path}")
+    capture = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    try:
+        if not capture.isOpened():
+            raise DataError(f"cannot open video (unreadable or unsupported): {path}")
+        while max_frames is None or len(frames) < max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        capture.release()
+    if not frames:
+        raise DataError(f"no frame could be decoded from video: {path}")
+    return frames

@@ -1,0 +1,306 @@
+"""``DeblurDataModule``: training clips and validation windows of a DVD, GOPRO, REDS or folder dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from cdvd.data.datasets import VAL_FRAMES, TrainClipDataset, WindowDataset
+from cdvd.data.io import DataError
+from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
+
+logger = logging.getLogger(__name__)
+
+
+class DeblurDataModule(pl.LightningDataModule):
+    """Paired blurry/sharp videos for training (random 5-frame patches) and validation (whole frames).
+
+    Each split is read from ``train_root``/``val_root`` when set, else from ``root``, with the split names
+    ``train_split``/``val_split`` interpreted by the layout (see :mod:`cdvd.data.layouts`); a split of
+    ``None`` means the root is the split's folder itself.
+
+    Args:
+        layout: ``dvd``, ``gopro``, ``reds``, ``folder`` or ``auto`` (guessed from the folders).
+        root: the dataset root holding both splits.
+        train_root: the training split's root, instead of ``root``.
+        val_root: the validation split's root, instead of ``root``.
+        train_split: name of the training split (``train``); ``None``: the root is the split.
+        val_split: name of the validation split (``test`` for DVD/GOPRO, ``val`` for REDS); ``None``: the
+            root is the split.
+        blur_gamma: GOPRO: train and validate on ``blur_gamma/`` instead of ``blur/``.
+        clip_length: frames per clip and per window (5 for CDVD-TSP).
+        patch_size: side of the square training crop; ``None``: whole frames (all training frames must then
+            share one size when ``batch_size > 1``).
+        augment: random flips and 90-degree rotations, the same for every frame of a clip and its GT.
+        n_frames_per_video: training uses at most the first this many frames of each video (200 in the paper);
+            ``None``: all.
+        samples_per_epoch: clips per epoch (over all ranks); ``None``: one per clip start, unless
+            ``batches_per_epoch`` is set.
+        batches_per_epoch: training batches per epoch and per rank, instead of ``samples_per_epoch``.
+        batch_size: training clips per batch and per rank.
+        val_batch_size: validation windows per batch (1: frames of different sizes cannot be batched).
+        num_workers: DataLoader worker processes.
+        persistent_workers: keep the workers (and their frame caches) between epochs.
+        pin_memory: pin batches in page-locked memory (for GPU training).
+        cache_frames: keep decoded frames in RAM, per process (see :class:`cdvd.data.datasets.FrameReader`).
+        val_frames: ``paper``: only centre frames with a full window (the published protocol, without the
+            first and last 2 frames of every video); ``all``: every frame, windows reflected at the borders.
+        val_n_frames_per_video: validation uses at most the first this many frames of each video; ``None``:
+            all.
+        seed: seeds the order of the training clips and their crops; ``None``: from the global seed
+            (``seed_everything``).
+        synthesize: where the dataset root is missing, make it first with :func:`cdvd.synth.synthesize`:
+            a mapping ``{"train": {...settings}, "val": {...settings}}`` (``folder`` layout only).
+        check_sizes: read every frame's header at setup and fail early on frames of different sizes.
+
+    Batches:
+        training: ``{"blur": float32 (B, T, 3, P, P), "sharp": float32 (B, T, 3, P, P)}``, RGB in [0, 1];
+        validation: ``{"blur": (B, T, 3, H, W), "sharp": (B, T, 3, H, W), "video": list[str],
+        "frame": list[str], "index": int64 (B,)}``, the centre frame at ``T // 2``.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: str = "folder",
+        root: str | os.PathLike | None = None,
+        train_root: str | os.PathLike | None = None,
+        val_root: str | os.PathLike | None = None,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        blur_gamma: bool = False,
+        clip_length: int = 5,
+        patch_size: int | None = 256,
+        augment: bool = True,
+        n_frames_per_video: int | None = 200,
+        samples_per_epoch: int | None = None,
+        batches_per_epoch: int | None = None,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 0,
+        persistent_workers: bool = False,
+        pin_memory: bool = False,
+        cache_frames: bool = False,
+        val_frames: str = "paper",
+        val_n_frames_per_video: int | None = None,
+        seed: int | None = None,
+        synthesize: Mapping[str, Mapping[str, Any] | None] | None = None,
+        check_sizes: bool = True,
+    ) -> None:
+        super().__init__()
+        if layout not in (*LAYOUTS, "auto"):
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or auto, instead got {layout!r}")
+        if val_frames not in VAL_FRAMES:
+            raise ValueError(f"val_frames must be one of {', '.join(VAL_FRAMES)}, instead got {val_frames!r}")
+        if samples_per_epoch is not None and batches_per_epoch is not None:
+            raise ValueError("set samples_per_epoch or batches_per_epoch, not both")
+        for name, value in (
+            ("clip_length", clip_length),
+            ("batch_size", batch_size),
+            ("val_batch_size", val_batch_size),
+            ("patch_size", patch_size),
+            ("n_frames_per_video", n_frames_per_video),
+            ("samples_per_epoch", samples_per_epoch),
+            ("batches_per_epoch", batches_per_epoch),
+            ("val_n_frames_per_video", val_n_frames_per_video),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive, instead got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, instead got {num_workers}")
+        if synthesize is not None and layout != "folder":
+            raise ValueError(f"synthesize needs the folder layout, instead got layout={layout!r}")
+        self.save_hyperparameters(logger=False)
+        self.layout = layout
+        self.root = root
+        self.train_root = train_root
+        self.val_root = val_root
+        self.train_split = train_split
+        self.val_split = val_split
+        self.blur_gamma = blur_gamma
+        self.clip_length = clip_length
+        self.patch_size = patch_size
+        self.augment = augment
+        self.n_frames_per_video = n_frames_per_video
+        self.samples_per_epoch = samples_per_epoch
+        self.batches_per_epoch = batches_per_epoch
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
+        self.pin_memory = pin_memory
+        self.cache_frames = cache_frames
+        self.val_frames = val_frames
+        self.val_n_frames_per_video = val_n_frames_per_video
+        self.seed = seed
+        self.synthesize = synthesize
+        self.check_sizes = check_sizes
+        self.train_set: TrainClipDataset | None = None
+        self.val_set: WindowDataset | None = None
+
+    # ------------------------------------------------------------------------------------------------ folders
+
+    def split_source(self, kind: str) -> tuple[Path, str | None]:
+        """(root, split) of the ``train`` or ``val`` split."""
+        own = self.train_root if kind == "train" else self.val_root
+        base = own if own is not None else self.root
+        if base is None:
+            raise DataError(f"no dataset root for the {kind} split: set data.root or data.{kind}_root")
+        return Path(base), self.train_split if kind == "train" else self.val_split
+
+    def split_folder(self, kind: str) -> Path:
+        """The folder that holds one split in the ``folder`` layout (where ``synthesize`` writes it)."""
+        base, split = self.split_source(kind)
+        return base / split if split is not None else base
+
+    def prepare_data(self) -> None:
+        """Make the synthetic splits that are missing (runs on one process per node under DDP)."""
+        if not self.synthesize:
+            return
+        from cdvd.synth import synthesize
+
+        for kind in ("train", "val"):
+            settings = self.synthesize.get(kind)
+            target = self.split_folder(kind)
+            if settings is None or target.exists():
+                continue
+            logger.info("making the synthetic %s split in %s", kind, target)
+            synthesize(output=target, **dict(settings))
+
+    def _videos(self, kind: str) -> list[VideoPair]:
+        root, split = self.split_source(kind)
+        if self.synthesize and not self.split_folder(kind).exists():
+            self.prepare_data()
+        return discover_videos(
+            root,
+            self.layout,
+            split,
+            require_gt=True,
+            blur_gamma=self.blur_gamma,
+            check_sizes=self.check_sizes,
+        )
+
+    @staticmethod
+    def _cap(videos: list[VideoPair], n_frames: int | None) -> list[VideoPair]:
+        if n_frames is None:
+            return videos
+        return [
+            VideoPair(v.name, v.blur[:n_frames], v.gt[:n_frames] if v.gt is not None else None, v.size)
+            for v in videos
+        ]
+
+    # ------------------------------------------------------------------------------------------------- setup
+
+    @property
+    def world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
+    def epoch_length(self, n_clips: int) -> int:
+        """Training items per epoch over all ranks."""
+        if self.samples_per_epoch is not None:
+            return self.samples_per_epoch
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch * self.batch_size * self.world_size
+        return n_clips
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._train_set()
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = self._val_set()
+
+    def _train_set(self) -> TrainClipDataset:
+        root, split = self.split_source("train")
+        videos = self._cap(self._videos("train"), self.n_frames_per_video)
+        short = [v for v in videos if len(v) < self.clip_length]
+        if short:
+            logger.warning(
+                "skipping %d training video(s) shorter than %d frames: %s",
+                len(short),
+                self.clip_length,
+                ", ".join(f"{v.name} ({len(v)} frames, {v.blur[0].parent})" for v in short),
+            )
+        videos = [v for v in videos if len(v) >= self.clip_length]
+        if not videos:
+            raise DataError(f"no training video has {self.clip_length} frames in {root} (split {split})")
+        if self.patch_size is not None:
+            for video in videos:
+                if video.size is not None and min(video.size) < self.patch_size:
+                    raise DataError(
+                        f"frames of {video.size[0]}x{video.size[1]} are smaller than patch_size "
+                        f"{self.patch_size}: video {video.name} ({video.blur[0].parent})"
+                    )
+        n_clips = sum(len(v) - self.clip_length + 1 for v in videos)
+        dataset = TrainClipDataset(
+            videos,
+            clip_length=self.clip_length,
+            patch_size=self.patch_size,
+            augment=self.augment,
+            length=self.epoch_length(n_clips),
+            cache_frames=self.cache_frames,
+            seed=self.seed,
+        )
+        logger.info(
+            "training: %d videos, %d frames, %d clips, %d clips per epoch (%s)",
+            len(videos),
+            sum(len(v) for v in videos),
+            n_clips,
+            len(dataset),
+            root if split is None else root / split,
+        )
+        return dataset
+
+    def _val_set(self) -> WindowDataset:
+        root, split = self.split_source("val")
+        videos = self._cap(self._videos("val"), self.val_n_frames_per_video)
+        dataset = WindowDataset(
+            videos, clip_length=self.clip_length, frames=self.val_frames, cache_frames=self.cache_frames
+        )
+        if len(dataset) == 0:
+            raise DataError(
+                f"no validation frames in {root} (split {split}): every video is shorter than "
+                f"{self.clip_length} frames; use val_frames=all"
+            )
+        logger.info(
+            "validation: %d videos, %d frames (val_frames=%s)", len(videos), len(dataset), self.val_frames
+        )
+        return dataset
+
+    # ----------------------------------------------------------------------------------------------- loaders
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.persistent_workers and self.num_workers > 0,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) >= self.batch_size * self.world_size,
+            generator=generator,
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        assert self.val_set is not None
+        return DataLoader(
+            self.val_set, batch_size=self.val_batch_size, shuffle=False, **self._loader_kwargs()
+        )
