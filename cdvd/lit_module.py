@@ -73,6 +73,10 @@ class DeblurModule(pl.LightningModule):
             load_flow_weights(self.net, flow_pretrained)
         if pretrained:
             load_weights(self.net, pretrained)
+        if flow_lr_scale == 0:
+            # a frozen flow net: no gradients for its weights (they would not move anyway)
+            self.net.flow.requires_grad_(False)
+            logger.info("flow_lr_scale=0: the flow net is frozen")
         self.val_psnr = MeanMetric()
         self.val_ssim = MeanMetric()
         self.val_psnr_stage1 = MeanMetric()

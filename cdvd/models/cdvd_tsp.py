@@ -61,7 +61,8 @@ class CDVDTSP(nn.Module):
         n_resblock: residual blocks per stage of the reconstruction net (published: 3).
         corr_backend: PWC-Net cost volume implementation: ``auto``, ``torch`` or ``cupy``.
         residual: add the centre frame to every reconstruction (``out = centre + net(...)``). Not the
-            published architecture; off by default, useful to train from scratch quickly.
+            published architecture; off by default, useful to train from scratch quickly. The last conv then
+            starts at zero, so the untrained network returns the centre frame.
     """
 
     def __init__(
@@ -78,6 +79,11 @@ class CDVDTSP(nn.Module):
         self.residual = residual
         self.flow = FlowEstimator(corr_backend=corr_backend)
         self.recons = ReconstructionNet(n_feat=n_feat, n_resblock=n_resblock)
+        if residual:
+            # start as the identity (out = centre frame): training from scratch begins at the blurry input's
+            # quality instead of below it
+            nn.init.zeros_(self.recons.head.conv.weight)
+            nn.init.zeros_(self.recons.head.conv.bias)
 
     def set_corr_backend(self, backend: CorrelationBackend) -> None:
         self.flow.pwc.set_corr_backend(backend)

@@ -1,0 +1,236 @@
+"""PSNR and SSIM as the published CDVD-TSP tables computed them (spec section 7).
+
+The protocol: outputs are rounded to uint8 (clip to [0, 1], x255, round), both images are cropped by 4 pixels
+at every border, PSNR is taken on the RGB values and SSIM is Wang et al.'s with an 11x11 Gaussian window
+(sigma 1.5), constants (0.01 * 255)^2 and (0.03 * 255)^2, 'valid' filtering (no padding), averaged over the
+three channels. Scores are per frame; a video's score is the mean of its frames' and the total is the mean
+over all frames of all videos (:class:`MetricAccumulator`).
+
+The torch functions work on any device and are batched per frame, so a LightningModule's validation step can
+call them directly; :func:`psnr_uint8` and :func:`ssim_uint8` take the uint8 HWC images that the CLI reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = (0.01 * 255) ** 2
+SSIM_C2 = (0.03 * 255) ** 2
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if pred.dim() != 4 or pred.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) images, instead got {tuple(pred.shape)}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, instead got {crop_border}")
+    h, w = pred.shape[-2:]
+    if h <= 2 * crop_border or w <= 2 * crop_border:
+        raise ValueError(f"a {h}x{w} image has nothing left after cropping {crop_border} pixels per border")
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # float64 where the backend has it: sums of squared 8-bit errors stay exact
+    return torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> their uint8 levels as floats in [0, 255] (clip, x255, round).
+
+    Args:
+        images: any shape, float, nominally in [0, 1].
+
+    Returns:
+        Same shape, in the working precision of the device (float64 on CPU/CUDA), integral values in [0, 255].
+    """
+    return (images.detach().to(_work_dtype(images.device)).clamp(0, 1) * 255.0).round()
+
+
+def _crop(images: torch.Tensor, crop_border: int) -> torch.Tensor:
+    if crop_border == 0:
+        return images
+    return images[..., crop_border:-crop_border, crop_border:-crop_border]
+
+
+def _as_float32(values: torch.Tensor, keep_precision: bool) -> torch.Tensor:
+    return values if keep_precision else values.float()
+
+
+def psnr_protocol(
+    pred: torch.Tensor, target: torch.Tensor, crop_border: int = 4, *, keep_precision: bool = False
+) -> torch.Tensor:
+    """PSNR in dB of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
+
+    Args:
+        pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
+        target: (B, 3, H, W) float RGB in [0, 1].
+        crop_border: pixels left out at every border (the published tables: 4).
+        keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
+
+    Returns:
+        (B,) PSNR in dB (``inf`` for identical frames), float32, on the inputs' device.
+    """
+    _check_pair(pred, target, crop_border)
+    x = _crop(quantize(pred), crop_border)
+    y = _crop(quantize(target), crop_border)
+    mse = (x - y).pow(2).mean(dim=(1, 2, 3))
+    return _as_float32(10.0 * torch.log10(255.0**2 / mse), keep_precision)
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """The normalised 1-D Gaussian of SSIM (same as ``cv2.getGaussianKernel(size, sigma)``), shape (size,)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter_valid(images: torch.Tensor, kernel_1d: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter per channel with no padding: (N, C, H, W) -> (N, C, H - k + 1, W - k + 1)."""
+    c = images.shape[1]
+    k = kernel_1d.numel()
+    horizontal = kernel_1d.view(1, 1, 1, k).expand(c, 1, 1, k)
+    vertical = kernel_1d.view(1, 1, k, 1).expand(c, 1, k, 1)
+    return F.conv2d(F.conv2d(images, horizontal, groups=c), vertical, groups=c)
+
+
+def ssim_protocol(
+    pred: torch.Tensor, target: torch.Tensor, crop_border: int = 4, *, keep_precision: bool = False
+) -> torch.Tensor:
+    """SSIM of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
+
+    11x11 Gaussian window (sigma 1.5), C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2, 'valid' filtering (the map
+    is 10 pixels smaller than the cropped image in each direction), the map averaged over pixels and channels.
+
+    Args:
+        pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
+        target: (B, 3, H, W) float RGB in [0, 1].
+        crop_border: pixels left out at every border (the published tables: 4).
+        keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
+
+    Returns:
+        (B,) SSIM in [-1, 1], float32, on the inputs' device.
+    """
+    _check_pair(pred, target, crop_border)
+    x = _crop(quantize(pred), crop_border)
+    y = _crop(quantize(target), crop_border)
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, got {x.shape[-2:]}"
+        )
+    kernel = torch.as_tensor(gaussian_window(), dtype=x.dtype, device=x.device)
+    mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
+    sigma_x = _filter_valid(x * x, kernel) - mu_x.pow(2)
+    sigma_y = _filter_valid(y * y, kernel) - mu_y.pow(2)
+    sigma_xy = _filter_valid(x * y, kernel) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
+        (mu_x.pow(2) + mu_y.pow(2) + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+    )
+    return _as_float32(ssim_map.mean(dim=(1, 2, 3)), keep_precision)
+
+
+def _hwc_to_batch(image: np.ndarray, name: str) -> torch.Tensor:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must be uint8 (H, W, 3) RGB, instead got {image.dtype} {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(torch.float64) / 255.0
+
+
+def psnr_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int = 4) -> float:
+    """:func:`psnr_protocol` of one pair of uint8 images.
+
+    Args:
+        pred, target: (H, W, 3) uint8 RGB, range [0, 255].
+        crop_border: pixels left out at every border.
+    """
+    pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
+    return float(psnr_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
+
+
+def ssim_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int = 4) -> float:
+    """:func:`ssim_protocol` of one pair of uint8 images.
+
+    Args:
+        pred, target: (H, W, 3) uint8 RGB, range [0, 255].
+        crop_border: pixels left out at every border.
+    """
+    pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
+    return float(ssim_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
+
+
+def _values(values: float | Iterable[float] | torch.Tensor | np.ndarray) -> list[float]:
+    if isinstance(values, torch.Tensor | np.ndarray):
+        return [float(v) for v in values.reshape(-1).tolist()]
+    if isinstance(values, Iterable):
+        return [float(v) for v in values]
+    return [float(values)]
+
+
+@dataclass
+class VideoScore:
+    """Mean PSNR/SSIM of one video over ``frames`` frames."""
+
+    psnr: float
+    ssim: float
+    frames: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"psnr": self.psnr, "ssim": self.ssim, "frames": self.frames}
+
+
+@dataclass
+class MetricAccumulator:
+    """Per-frame PSNR/SSIM collected per video.
+
+    A video's score is the mean over its frames; :meth:`total` is the mean over all frames of all videos (not
+    the mean of the video means), as in the published tables. An infinite PSNR (identical frames) is kept as
+    it is and makes the mean infinite.
+    """
+
+    _psnr: dict[str, list[float]] = field(default_factory=dict)
+    _ssim: dict[str, list[float]] = field(default_factory=dict)
+
+    def update(
+        self,
+        video: str,
+        psnr: float | Iterable[float] | torch.Tensor,
+        ssim: float | Iterable[float] | torch.Tensor,
+    ) -> None:
+        """Add one frame's (or several frames') scores to ``video``."""
+        psnrs, ssims = _values(psnr), _values(ssim)
+        if len(psnrs) != len(ssims):
+            raise ValueError(f"got {len(psnrs)} PSNR values and {len(ssims)} SSIM values")
+        self._psnr.setdefault(video, []).extend(psnrs)
+        self._ssim.setdefault(video, []).extend(ssims)
+
+    @property
+    def videos(self) -> list[str]:
+        return list(self._psnr)
+
+    def video(self, name: str) -> VideoScore:
+        psnr, ssim = self._psnr[name], self._ssim[name]
+        n = len(psnr)
+        return VideoScore(math.fsum(psnr) / n if n else math.nan, math.fsum(ssim) / n if n else math.nan, n)
+
+    def per_video(self) -> dict[str, VideoScore]:
+        return {name: self.video(name) for name in self._psnr}
+
+    def total(self) -> VideoScore:
+        psnr = [v for values in self._psnr.values() for v in values]
+        ssim = [v for values in self._ssim.values() for v in values]
+        n = len(psnr)
+        return VideoScore(math.fsum(psnr) / n if n else math.nan, math.fsum(ssim) / n if n else math.nan, n)
+
+    def as_dict(self) -> dict[str, object]:
+        """``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {"psnr", "ssim", "frames"}}``."""
+        return {
+            "videos": {name: score.as_dict() for name, score in self.per_video().items()},
+            "total": self.total().as_dict(),
+        }
