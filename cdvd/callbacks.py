@@ -21,7 +21,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options, instead got {storage_options!r}")
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, instead got {storage_options!r}"
+            )
         atomic_torch_save(checkpoint, Path(path))
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -198,7 +196,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"checkpoint not found: {path} (pass the path of an existing .pt/.ckpt file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as first_error:
+    except Exception as first_error:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files
         if path.suffix == ".ckpt":
             try:
                 return torch.load(path, map_location="cpu", weights_only=False)
@@ -282,7 +280,11 @@ def read_network_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     else:
         source = "cdvd"
     n_feat, n_resblock = _infer_recons_size(state)
-    architecture = {"n_feat": n_feat, "n_resblock": n_resblock, "residual": bool(stored.get("residual", False))}
+    architecture = {
+        "n_feat": n_feat,
+        "n_resblock": n_resblock,
+        "residual": bool(stored.get("residual", False)),
+    }
     return state, architecture, source
 
 

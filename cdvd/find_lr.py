@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 class _ClipBatches(TrainDataLoaderIter):
     """Feeds ``(blur clip, sharp clip)`` pairs from our dict batches."""
 
-    def inputs_labels_from_batch(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs_labels_from_batch(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["blur"], batch["sharp"]
 
 
@@ -45,7 +47,9 @@ class _RatioKeepingExponentialLR(torch.optim.lr_scheduler.LRScheduler):
     """Ramps every parameter group by the same factor, so the first group ends at ``end_lr`` and the others keep
     their ratio to it (torch-lr-finder's own schedule sends every group to the same end value)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
+    ) -> None:
         if num_iter <= 1:
             raise ValueError("lr_finder.num_iter must be larger than 1")
         self.end_lr = end_lr
@@ -103,13 +107,19 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     settings = cfg.lr_finder
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     net = instantiate(cfg.model.net)
     module = instantiate(
-        cfg.model, net=net, loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer), _recursive_=False
+        cfg.model,
+        net=net,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        _recursive_=False,
     )
     optimizer_factory = instantiate(cfg.optimizer)
     groups = build_param_groups(module.net, float(settings.start_lr), float(cfg.model.flow_lr_scale))
@@ -141,7 +151,10 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     fig.savefig(plot_path, dpi=100)
     plt.close(fig)
 
-    overrides = {"optimizer": {"lr": float(f"{lr:.3g}")}, "scheduler": {"scheduler": {"max_lr": float(f"{max_lr:.3g}")}}}
+    overrides = {
+        "optimizer": {"lr": float(f"{lr:.3g}")},
+        "scheduler": {"scheduler": {"max_lr": float(f"{max_lr:.3g}")}},
+    }
     yaml_path = out_dir / "lr_overrides.yaml"
     yaml_path.write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
     logger.info("suggested lr %.3g, max_lr for OneCycle %.3g", lr, max_lr)

@@ -93,7 +93,9 @@ class DeblurModule(pl.LightningModule):
         device = self.device
         if self._step_generator is None or self._step_generator.device != device:
             self._step_generator = torch.Generator(device=device)
-        self._step_generator.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        self._step_generator.manual_seed(
+            self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank
+        )
         return self._step_generator
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,8 +106,15 @@ class DeblurModule(pl.LightningModule):
         losses = self.compute_loss(batch)
         batch_size = batch["blur"].shape[0]
         for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
-                     batch_size=batch_size, sync_dist=True)
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                on_step=True,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=True,
+            )
         return losses["loss"]
 
     # ---------------------------------------------------------------------------------------------- validation
@@ -162,7 +171,9 @@ class DeblurModule(pl.LightningModule):
         if target is torch.optim.lr_scheduler.OneCycleLR:
             max_lr = factory.keywords.get("max_lr")
             if max_lr is None:
-                raise ValueError("scheduler onecycle needs scheduler.scheduler.max_lr (run cdvd-find-lr for one)")
+                raise ValueError(
+                    "scheduler onecycle needs scheduler.scheduler.max_lr (run cdvd-find-lr for one)"
+                )
             kwargs["max_lr"] = [max_lr * g["lr"] / lr for g in groups]
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
             if factory.keywords.get("div_factor") is None:

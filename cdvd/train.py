@@ -1,8 +1,8 @@
 """``cdvd-train``: train CDVD-TSP from one composed Hydra config.
 
-    cdvd-train experiment=smoke
-    cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
-    cdvd-train -m experiment=smoke optimizer.lr=1e-4,3e-4
+cdvd-train experiment=smoke
+cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
+cdvd-train -m experiment=smoke optimizer.lr=1e-4,3e-4
 """
 
 from __future__ import annotations

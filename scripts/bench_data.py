@@ -10,6 +10,7 @@ each keeps its own cache). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -80,7 +81,9 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    results = []
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory(prefix="cdvd-bench-") as tmp:
@@ -98,11 +101,15 @@ def main() -> None:
         for workers in args.workers:
             for cache in (False, True):
                 rates = time_epochs(root, workers, cache, args.samples, args.patch, args.batch, args.epochs)
+                results.append({"num_workers": workers, "cache_frames": cache, "clips_per_s": rates})
                 print(
                     f"| {workers} | {'yes' if cache else 'no'} | "
                     + " | ".join(f"{r:.1f}" for r in rates)
                     + " |"
                 )
+    if args.json:
+        settings = {"size": f"{args.width}x{args.height}", "patch": args.patch, "batch": args.batch}
+        Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """Training-side timings.
 
-    python scripts/bench_train.py                 # HEM: ours (on device) against the original's (host)
-    python scripts/bench_train.py --hem-shape 2 12 256 256 --repeats 20
+    python scripts/bench_train.py                 # training steps (both losses) and HEM: ours vs the original's
+    python scripts/bench_train.py --skip-steps --hem-shape 2 12 256 256 --repeats 20
+    python scripts/bench_train.py --step-batch 2 --step-patch 256 --step-repeats 2 --device cuda
+
+A training step is forward + loss + backward + Adam step of the full-size network (n_feat=32, n_resblock=3)
+on random (B, 5, 3, P, P) clips, timed for ``l1_hem`` and ``msssim_l1`` (best of ``--step-repeats`` after one
+warm-up step).
 
 The original CDVD-TSP ``HEM`` loss moved the residual to numpy, sorted every sample on the host, built the
 random mask with ``np.random.shuffle`` and copied the mask back; :func:`host_hem_loss` reproduces it. Ours
@@ -120,6 +125,30 @@ def bench_hem(
     return result
 
 
+def bench_train_step(
+    loss_name: str, *, batch: int = 2, patch: int = 256, repeats: int = 2, device: str = "cpu"
+) -> dict[str, object]:
+    """Best seconds of one optimiser step of the full-size network with the ``loss_name`` loss."""
+    from cdvd.losses import L1HEMLoss, MSSSIML1Loss
+    from cdvd.models import CDVDTSP
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    net = CDVDTSP().to(dev).train()
+    loss_fn = {"l1_hem": L1HEMLoss, "msssim_l1": MSSSIML1Loss}[loss_name]().to(dev)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    blur = torch.rand(batch, 5, 3, patch, patch, device=dev)
+    sharp = torch.rand(batch, 5, 3, patch, patch, device=dev)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(net(blur), sharp)["loss"].backward()
+        optimizer.step()
+
+    times = _time(step, repeats, dev)  # after one untimed warm-up step
+    return {"loss": loss_name, "batch": batch, "patch": patch, "device": str(dev), "step_s": min(times)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,9 +161,31 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true", help="time forward + backward")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--skip-steps", action="store_true", help="only the HEM comparison")
+    parser.add_argument("--step-batch", type=int, default=2)
+    parser.add_argument("--step-patch", type=int, default=256)
+    parser.add_argument("--step-repeats", type=int, default=2)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    report: dict[str, object] = {}
+    if not args.skip_steps:
+        steps = [
+            bench_train_step(
+                name,
+                batch=args.step_batch,
+                patch=args.step_patch,
+                repeats=args.step_repeats,
+                device=args.device,
+            )
+            for name in ("l1_hem", "msssim_l1")
+        ]
+        report["train_step"] = steps
+        for step in steps:
+            print(  # noqa: T201 - a script's report
+                f"training step, {step['loss']}, batch {step['batch']}, patch {step['patch']}, "
+                f"{step['device']}: {step['step_s']:.2f} s"
+            )
     result = bench_hem(
         tuple(args.hem_shape), repeats=args.repeats, device=args.device, backward=args.backward
     )
@@ -142,9 +193,10 @@ def main() -> None:
         f"L1 + 2 HEM {tuple(result['shape'])} on {result['device']}: ours {1000 * result['ours_s']:.1f} ms, "
         f"original host version {1000 * result['host_s']:.1f} ms ({result['speedup']:.1f}x)"
     )
+    report["hem"] = result
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"hem": result}, f, indent=2)
+            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

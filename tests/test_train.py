@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -101,7 +100,9 @@ def test_every_experiment_composes() -> None:
     assert "OneCycleLR" in fork.scheduler.scheduler._target_
 
 
-def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(smoke_overrides: list[str], tmp_path: Path) -> None:
+def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(
+    smoke_overrides: list[str], tmp_path: Path
+) -> None:
     cfg = compose_train([*smoke_overrides, "logger=csv"])
     metrics, objects = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["val/psnr"]))
@@ -120,7 +121,9 @@ def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(smoke_override
     assert (tmp_path / "csv" / "metrics.csv").is_file()
 
 
-def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides: list[str], tmp_path: Path) -> None:
+def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(
+    smoke_overrides: list[str], tmp_path: Path
+) -> None:
     base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1"]
     straight = tmp_path / "straight"
     compose = functools.partial(compose_train)
@@ -173,7 +176,9 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
     lrs = []
     for job in jobs:
         config = (job / ".hydra" / "config.yaml").read_text()
-        lrs.append(next(line.split(":")[1].strip() for line in config.splitlines() if line.strip().startswith("lr:")))
+        lrs.append(
+            next(line.split(":")[1].strip() for line in config.splitlines() if line.strip().startswith("lr:"))
+        )
         assert list((job / "tensorboard").glob("events.out.tfevents.*")), f"no TensorBoard run in {job}"
         assert (job / "checkpoints" / "last.ckpt").is_file()
     assert sorted(float(x) for x in lrs) == [1e-4, 3e-4]

@@ -41,8 +41,10 @@ def temporal_sharpness_prior(
     Returns:
         (B, 1, H, W) in [0, 1], zero where any warp left the image. No gradient flows through it.
     """
-    frames = [F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True) for f in
-              (previous, centre, following)]
+    frames = [
+        F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True)
+        for f in (previous, centre, following)
+    ]
     middle = frames[1]
     diff = torch.zeros_like(middle)
     for frame in frames:

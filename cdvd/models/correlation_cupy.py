@@ -64,9 +64,11 @@ extern "C" __global__ void corr_backward(
       const int dy = k / K - D;
       const int dx = k % K - D;
       const int ya = y + dy, xa = x + dx;
-      if (ya >= 0 && ya < H && xa >= 0 && xa < W) acc1 += g[k * plane + (long long)y * W + x] * f2[(long long)ya * W + xa];
+      if (ya >= 0 && ya < H && xa >= 0 && xa < W)
+        acc1 += g[k * plane + (long long)y * W + x] * f2[(long long)ya * W + xa];
       const int yb = y - dy, xb = x - dx;
-      if (yb >= 0 && yb < H && xb >= 0 && xb < W) acc2 += g[k * plane + (long long)yb * W + xb] * f1[(long long)yb * W + xb];
+      if (yb >= 0 && yb < H && xb >= 0 && xb < W)
+        acc2 += g[k * plane + (long long)yb * W + xb] * f1[(long long)yb * W + xb];
     }
     grad_first[i] = acc1 / C;
     grad_second[i] = acc2 / C;
@@ -77,7 +79,7 @@ extern "C" __global__ void corr_backward(
 _THREADS = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(device_index: int):  # noqa: ANN202 - cupy types
     import cupy
 

@@ -78,7 +78,9 @@ class FlowDecoder(nn.Module):
         self.corr_backend = corr_backend
         if level < 6:
             self.upsample_flow = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
-            self.upsample_feat = nn.ConvTranspose2d(decoder_out_channels(level + 1), 2, 4, stride=2, padding=1)
+            self.upsample_feat = nn.ConvTranspose2d(
+                decoder_out_channels(level + 1), 2, 4, stride=2, padding=1
+            )
         channels = decoder_in_channels(level)
         dense = []
         for growth in DENSE_GROWTH:
