@@ -2,19 +2,22 @@
 
 Two implementations sit behind :func:`correlation`:
 
-* :func:`correlation_torch`, plain PyTorch, any device and dtype, differentiable by autograd. It loops over the
-  81 displacements so that no intermediate larger than one ``(B, C, H, W)`` product is ever alive.
-* a cupy CUDA kernel (:mod:`cdvd.models.correlation_cupy`) with its own backward, used for CUDA tensors when cupy
-  is importable. It computes in float32 whatever the input dtype (half and bfloat16 included).
+* :func:`correlation_torch`, plain PyTorch, any device and dtype, differentiable (first order). It loops over
+  the 81 displacements so that no intermediate larger than one ``(B, C, H, W)`` product is ever alive, forward
+  and backward.
+* a cupy CUDA kernel (:mod:`cdvd.models.correlation_cupy`) with its own backward, used for CUDA tensors when
+  cupy is importable. It computes in float32 whatever the input dtype (half and bfloat16 included).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +27,71 @@ NUM_DISPLACEMENTS = (2 * MAX_DISPLACEMENT + 1) ** 2  # 81 output channels
 CorrelationBackend = Literal["auto", "torch", "cupy"]
 
 
+def _windows(padded: torch.Tensor, height: int, width: int) -> Iterator[torch.Tensor]:
+    """The 81 shifted views of ``padded`` (``second`` zero-padded by 4), in channel order (dy, then dx)."""
+    size = 2 * MAX_DISPLACEMENT + 1
+    for dy in range(size):
+        for dx in range(size):
+            yield padded[:, :, dy : dy + height, dx : dx + width]
+
+
+def _correlation_forward(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The cost volume without autograd: one (B, C, H, W) product buffer reused for all 81 displacements.
+
+    Reusing the buffer and writing each sum straight into its output channel avoids 81 fresh allocations (page
+    faults for large frames) and the final stack; the values are bitwise those of stacking (f1 * f2).sum(1)
+    over the displacements.
+    """
+    batch, channels, height, width = first.shape
+    d = MAX_DISPLACEMENT
+    padded = F.pad(second, (d, d, d, d))
+    out = first.new_empty((batch, NUM_DISPLACEMENTS, height, width))
+    product = torch.empty_like(first)
+    for k, shifted in enumerate(_windows(padded, height, width)):
+        torch.mul(first, shifted, out=product)
+        torch.sum(product, dim=1, out=out[:, k])
+    return out.div_(channels)
+
+
+class _CorrelationFunction(torch.autograd.Function):
+    """Autograd wrapper whose backward accumulates in place (``addcmul_``) instead of 81 autograd branches."""
+
+    @staticmethod
+    def forward(ctx: Any, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(first, second)
+        return _correlation_forward(first, second)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        first, second = ctx.saved_tensors
+        batch, channels, height, width = first.shape
+        d = MAX_DISPLACEMENT
+        size = 2 * d + 1
+        need_first, need_second = ctx.needs_input_grad[:2]
+        grad = grad / channels
+        padded = F.pad(second, (d, d, d, d))
+        grad_first = torch.zeros_like(first) if need_first else None
+        # d out[k, y, x] / d second[y + dy, x + dx] = first[y, x]: accumulate in the padded frame, then crop
+        grad_padded = (
+            first.new_zeros((batch, channels, height + 2 * d, width + 2 * d)) if need_second else None
+        )
+        for k in range(NUM_DISPLACEMENTS):
+            dy, dx = divmod(k, size)
+            weight = grad[:, k : k + 1]
+            if grad_first is not None:
+                grad_first.addcmul_(padded[:, :, dy : dy + height, dx : dx + width], weight)
+            if grad_padded is not None:
+                grad_padded[:, :, dy : dy + height, dx : dx + width].addcmul_(first, weight)
+        grad_second = grad_padded[:, :, d : d + height, d : d + width] if grad_padded is not None else None
+        return grad_first, grad_second
+
+
 def correlation_torch(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Correlation of ``first`` with ``second`` shifted by every (dy, dx) in [-4, 4]^2.
+
+    Loops over the 81 displacements so that no intermediate larger than one ``(B, C, H, W)`` product is alive;
+    differentiable (first order) through a hand-written backward that also needs no more than that.
 
     Args:
         first: (B, C, H, W) features of the reference frame.
@@ -40,15 +106,9 @@ def correlation_torch(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor
             f"correlation expects two (B, C, H, W) tensors of one shape, instead got "
             f"{tuple(first.shape)} and {tuple(second.shape)}"
         )
-    _, channels, height, width = first.shape
-    d = MAX_DISPLACEMENT
-    padded = F.pad(second, (d, d, d, d))
-    planes = []
-    for dy in range(-d, d + 1):
-        for dx in range(-d, d + 1):
-            shifted = padded[:, :, d + dy : d + dy + height, d + dx : d + dx + width]
-            planes.append((first * shifted).sum(dim=1))
-    return torch.stack(planes, dim=1) / channels
+    if torch.is_grad_enabled() and (first.requires_grad or second.requires_grad):
+        return _CorrelationFunction.apply(first, second)
+    return _correlation_forward(first, second)
 
 
 def cupy_available() -> bool:
@@ -67,14 +127,16 @@ def correlation(
 ) -> torch.Tensor:
     """Cost volume with the implementation chosen by ``backend``.
 
-    ``auto`` takes the cupy kernel for CUDA tensors when cupy is installed and PyTorch otherwise; ``cupy`` insists
-    on the kernel (an error on CPU tensors or without cupy); ``torch`` always uses PyTorch.
+    ``auto`` takes the cupy kernel for CUDA tensors when cupy is installed and PyTorch otherwise; ``cupy``
+    insists on the kernel (an error on CPU tensors or without cupy); ``torch`` always uses PyTorch.
     """
     if backend == "torch":
         return correlation_torch(first, second)
     if backend == "cupy" or (backend == "auto" and first.is_cuda and cupy_available()):
         if not first.is_cuda:
-            raise ValueError("correlation backend 'cupy' needs CUDA tensors; use backend 'torch' or 'auto' on CPU")
+            raise ValueError(
+                "correlation backend 'cupy' needs CUDA tensors; use backend 'torch' or 'auto' on CPU"
+            )
         from cdvd.models.correlation_cupy import correlation_cupy
 
         return correlation_cupy(first, second)

@@ -22,7 +22,8 @@ class ResBlock(nn.Module):
         self.conv2 = _conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.act(self.conv1(x)))
+        # in place on the fresh conv output (its backward does not need it): one full-size allocation less
+        return self.conv2(self.act(self.conv1(x))).add_(x)
 
 
 class EncoderStage(nn.Module):
