@@ -140,9 +140,7 @@ def test_load_flow_weights(tmp_path: Path, original_state: dict[str, torch.Tenso
     cdvd.load_flow_weights(model, path)
 
     expected = {
-        k.removeprefix("flow.pwc."): v
-        for k, v in original_to_ours(original_state).items()
-        if k.startswith("flow.")
+        k.removeprefix("flow.pwc."): v for k, v in original_to_ours(original_state).items() if k.startswith("flow.")
     }
     _assert_same_state(model.flow.pwc.state_dict(), expected)
     _assert_same_state(model.recons.state_dict(), recons_before)  # untouched

@@ -32,10 +32,7 @@ def correlation_by_definition(first: torch.Tensor, second: torch.Tensor) -> torc
                     for x in range(width):
                         y2, x2 = y + dy, x + dx
                         if 0 <= y2 < height and 0 <= x2 < width:
-                            total = sum(
-                                float(first[b, c, y, x]) * float(second[b, c, y2, x2])
-                                for c in range(channels)
-                            )
+                            total = sum(float(first[b, c, y, x]) * float(second[b, c, y2, x2]) for c in range(channels))
                             out[b, k, y, x] = total / channels
     return out
 
@@ -213,6 +210,10 @@ def test_auto_backend_uses_cupy_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None
     def fail(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         raise AssertionError("the PyTorch correlation ran on CUDA tensors")
 
+    # a one-off self-check of the kernel (where there is one) runs the PyTorch version: let it run first
+    self_check = getattr(correlation_module, "cupy_kernel_agrees", None)
+    if self_check is not None:
+        assert self_check(torch.cuda.current_device())
     monkeypatch.setattr(correlation_module, "correlation_torch", fail)
     first = torch.randn(1, 8, 16, 16, device="cuda")
     assert correlation(first, first.clone(), backend="auto").shape == (1, 81, 16, 16)

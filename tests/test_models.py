@@ -152,12 +152,8 @@ def test_prior_identical_frames_is_one() -> None:
 
 def test_prior_zero_where_a_warp_left_the_image() -> None:
     frame = torch.rand(2, 3, 16, 20)
-    assert (
-        torch.count_nonzero(temporal_sharpness_prior(frame, frame, frame, _masks(), _masks(value=0.0))) == 0
-    )
-    assert (
-        torch.count_nonzero(temporal_sharpness_prior(frame, frame, frame, _masks(value=0.0), _masks())) == 0
-    )
+    assert torch.count_nonzero(temporal_sharpness_prior(frame, frame, frame, _masks(), _masks(value=0.0))) == 0
+    assert torch.count_nonzero(temporal_sharpness_prior(frame, frame, frame, _masks(value=0.0), _masks())) == 0
     # a partial mask: zero exactly where it is zero
     mask = _masks()
     mask[:, :, :, :5] = 0.0

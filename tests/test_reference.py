@@ -33,12 +33,19 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> CDVDTSP:
     return cdvd.load_model(path, corr_backend="torch")
 
 
-@pytest.mark.parametrize("prefix", ["", "module."], ids=["plain", "dataparallel"])
-def test_reference_case_matches_original_code(tmp_path: Path, prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("prefix", "recons_nhwc"),
+    [("", False), ("module.", False), ("", True)],
+    ids=["plain", "dataparallel", "recons-nhwc"],
+)
+def test_reference_case_matches_original_code(tmp_path: Path, prefix: str, recons_nhwc: bool) -> None:
+    """``recons-nhwc``: the reconstruction net's weights in channels-last, a faster layout for CPU inference."""
     path = _save_reference(tmp_path / "CDVD_TSP_case_a.pt", prefix)
     model = cdvd.load_model(path, corr_backend="torch")
     assert not model.training
     assert (model.n_feat, model.n_resblock, model.residual) == (32, 3, False)
+    if recons_nhwc:
+        model.recons.to(memory_format=torch.channels_last)
 
     clip = reference_clip()
     expected = reference_expected()

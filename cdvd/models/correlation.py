@@ -11,6 +11,7 @@ Two implementations sit behind :func:`correlation`:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -122,17 +123,51 @@ def cupy_available() -> bool:
     return True
 
 
+@functools.cache
+def cupy_kernel_agrees(device_index: int) -> bool:
+    """Once per device: does the cupy kernel give the PyTorch result, forward and backward, on a small input?
+
+    ``auto`` uses the kernel only where this holds (a broken cupy or driver then costs speed, not correctness).
+    """
+    from cdvd.models.correlation_cupy import correlation_cupy
+
+    device = torch.device("cuda", device_index)
+    generator = torch.Generator(device=device).manual_seed(0)
+    first, second = (
+        torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2)
+    )
+    weight = torch.randn(2, NUM_DISPLACEMENTS, 11, 13, device=device, generator=generator)
+    try:
+        out = correlation_cupy(first, second)
+        grads = torch.autograd.grad((out * weight).sum(), (first, second))
+    except Exception as err:  # noqa: BLE001 - any failure means: do not use the kernel
+        logger.warning("cupy correlation kernel failed its self-check (%s); using PyTorch's", err)
+        return False
+    ref = correlation_torch(first, second)
+    ref_grads = torch.autograd.grad((ref * weight).sum(), (first, second))
+    ok = torch.allclose(out, ref, atol=1e-5, rtol=1e-4) and all(
+        torch.allclose(g, r, atol=1e-5, rtol=1e-4) for g, r in zip(grads, ref_grads, strict=True)
+    )
+    if not ok:
+        logger.warning("cupy correlation kernel disagrees with PyTorch's on a self-check; using PyTorch's")
+    return ok
+
+
 def correlation(
     first: torch.Tensor, second: torch.Tensor, backend: CorrelationBackend = "auto"
 ) -> torch.Tensor:
     """Cost volume with the implementation chosen by ``backend``.
 
-    ``auto`` takes the cupy kernel for CUDA tensors when cupy is installed and PyTorch otherwise; ``cupy``
-    insists on the kernel (an error on CPU tensors or without cupy); ``torch`` always uses PyTorch.
+    ``auto`` takes the cupy kernel for CUDA tensors when cupy is installed and the kernel passed its one-off
+    self-check on that device (:func:`cupy_kernel_agrees`), and PyTorch otherwise; ``cupy`` insists on the
+    kernel (an error on CPU tensors or without cupy); ``torch`` always uses PyTorch.
     """
     if backend == "torch":
         return correlation_torch(first, second)
-    if backend == "cupy" or (backend == "auto" and first.is_cuda and cupy_available()):
+    use_kernel = (
+        backend == "auto" and first.is_cuda and cupy_available() and cupy_kernel_agrees(first.device.index or 0)
+    )
+    if backend == "cupy" or use_kernel:
         if not first.is_cuda:
             raise ValueError(
                 "correlation backend 'cupy' needs CUDA tensors; use backend 'torch' or 'auto' on CPU"
