@@ -20,7 +20,7 @@ from cdvd.train import ConfigError, check_config, train
 
 def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
     torch.manual_seed(0)
-    net = CDVDTSP(n_feat=4, n_resblock=1, residual=True)
+    net = CDVDTSP(n_feat=4, n_resblock=1)
     return DeblurModule(net, L1HEMLoss(), functools.partial(torch.optim.Adam, lr=lr), None, **kwargs)
 
 
@@ -28,17 +28,18 @@ def test_training_steps_change_weights_and_lower_the_loss() -> None:
     module = _tiny_module()
     optimizer = module.configure_optimizers()
     torch.manual_seed(1)
-    sharp = torch.rand(1, 5, 3, 16, 16)
+    # a static scene: every frame of the clip shows the same sharp image, which the net can learn to recover
+    sharp = torch.rand(1, 1, 3, 16, 16).expand(1, 5, 3, 16, 16).contiguous()
     batch = {"blur": (sharp + 0.1 * torch.randn_like(sharp)).clamp(0, 1), "sharp": sharp}
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     losses = []
-    for _ in range(12):
+    for _ in range(30):
         optimizer.zero_grad()
         loss = module.compute_loss(batch)["loss"]
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
     changed = [k for k, v in module.net.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("recons.") for k in changed)
     assert any(k.startswith("flow.") for k in changed), "the flow net trains too"
