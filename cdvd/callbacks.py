@@ -12,6 +12,8 @@ from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from cdvd.checkpoints import atomic_torch_save
+from cdvd.data.io import write_rgb
+from cdvd.inference import to_uint8
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,9 +23,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None:
-            raise TypeError(
-                f"{type(self).__name__} takes no storage_options, instead got {storage_options!r}"
-            )
+            raise TypeError(f"{type(self).__name__} takes no storage_options, instead got {storage_options!r}")
         atomic_torch_save(checkpoint, Path(path))
 
 
@@ -66,3 +66,31 @@ class RNGStateCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pending = None
+
+
+class SaveValidationImages(pl.Callback):
+    """Writes every validation output frame as a PNG (the original trainer's ``--save_images``).
+
+    Frames go to ``dirpath/epoch_NNNN/<video>/<frame>.png``, rounded to uint8 as the evaluation protocol rounds them,
+    so ``cdvd-eval results=dirpath/epoch_NNNN gt=...`` scores exactly what validation scored. Off by default
+    (``callbacks.save_images.enabled=true``); the sanity check writes nothing.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, enabled: bool = False) -> None:
+        self.dirpath = Path(dirpath)
+        self.enabled = enabled
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self.enabled or trainer.sanity_checking or not isinstance(outputs, dict) or "out" not in outputs:
+            return
+        folder = self.dirpath / f"epoch_{trainer.current_epoch:04d}"
+        for frame, video, name in zip(outputs["out"], batch["video"], batch["frame"], strict=True):
+            write_rgb(folder / video / f"{Path(name).stem}.png", to_uint8(frame))

@@ -246,9 +246,7 @@ def _infer_recons_size(state: Mapping[str, torch.Tensor]) -> tuple[int, int]:
 
 def _infer_original_resblocks(state: Mapping[str, torch.Tensor]) -> int:
     blocks = {
-        int(m[1])
-        for k in state
-        if (m := re.match(r"(?:module\.)?recons_net\.inBlock\.(\d+)\.conv1\.weight$", k))
+        int(m[1]) for k in state if (m := re.match(r"(?:module\.)?recons_net\.inBlock\.(\d+)\.conv1\.weight$", k))
     }
     return len(blocks) if blocks else 3
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdvd.checkpoints import CheckpointError, load_model
 from cdvd.data.io import DataError
 from cdvd.inference import PRECISIONS, TileSpec, VideoDeblurrer, deblur_videos, discover_sources
+from cdvd.runtime import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,10 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
     """
     if not cfg.get("input"):
         raise UsageError(
-            "no input given: pass input=PATH (a video file, a folder of frames, a folder of videos or a "
-            "dataset root)"
+            "no input given: pass input=PATH (a video file, a folder of frames, a folder of videos or a dataset root)"
         )
     if not cfg.get("output"):
-        raise UsageError(
-            "no output given: pass output=DIR (one folder of PNG frames per video) or output=FILE.mp4"
-        )
+        raise UsageError("no output given: pass output=DIR (one folder of PNG frames per video) or output=FILE.mp4")
     input_path, output = Path(cfg.input), Path(cfg.output)
     if not input_path.exists():
         raise UsageError(f"input not found: {input_path} (pass input=PATH of a video, frames or a dataset)")
@@ -129,6 +127,8 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
 
 def run_cli(task: Any, cfg: DictConfig, prog: str) -> Any:
     """Run ``task(cfg)``; a user's mistake is one line on stderr and exit code 2, no traceback."""
+    if cfg.get("reuse_memory", True):
+        reuse_freed_memory()
     try:
         return task(cfg)
     except (UsageError, DataError, CheckpointError) as err:
@@ -139,9 +139,7 @@ def run_cli(task: Any, cfg: DictConfig, prog: str) -> Any:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="deblur")
 def main(cfg: DictConfig) -> None:
     summary = run_cli(run_deblur, cfg, "cdvd-deblur")
-    logger.info(
-        "%d frames written, %d skipped: %s", summary["written"], summary["skipped"], summary["output"]
-    )
+    logger.info("%d frames written, %d skipped: %s", summary["written"], summary["skipped"], summary["output"])
 
 
 if __name__ == "__main__":

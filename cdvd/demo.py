@@ -76,9 +76,7 @@ def run_demo(cfg: DictConfig) -> dict[str, Any]:
     (run_dir / "train_config.yaml").write_text(OmegaConf.to_yaml(train_cfg, resolve=True))
     metrics, objects = train(train_cfg)
     trainer = objects["trainer"]
-    checkpoint = Path(
-        trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
-    )
+    checkpoint = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
 
     model = load_model(checkpoint)
     deblurrer = VideoDeblurrer(model, device="cuda" if torch.cuda.is_available() else "cpu")

@@ -40,9 +40,7 @@ def _has_frames(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
-def frame_folders(
-    root: str | os.PathLike, split: str | None = "test", *, gt: bool = False
-) -> dict[str, list[Path]]:
+def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bool = False) -> dict[str, list[Path]]:
     """The frames of every video under ``root``, by video name, in natural order.
 
     Args:
@@ -97,8 +95,7 @@ def pair_videos(
     for name, gt_frames in gt.items():
         if name not in results:
             raise DataError(
-                f"no results for video {name} (GT in {gt_frames[0].parent}); "
-                f"found: {', '.join(results) or 'none'}"
+                f"no results for video {name} (GT in {gt_frames[0].parent}); found: {', '.join(results) or 'none'}"
             )
         pairs[name] = (results[name], gt_frames)
     extra = sorted(set(results) - set(gt))
@@ -136,9 +133,7 @@ def evaluate_pairs(
         for gt_path in selected:
             result = by_stem.get(gt_path.stem)
             if result is None:
-                raise DataError(
-                    f"result frame missing: {folder / (gt_path.stem + '.png')} (for GT {gt_path})"
-                )
+                raise DataError(f"result frame missing: {folder / (gt_path.stem + '.png')} (for GT {gt_path})")
             jobs.append((name, result, gt_path))
         accumulator.update(name, [], [])
 
@@ -157,9 +152,7 @@ def evaluate_pairs(
                     f"size {pred.shape[1]}x{pred.shape[0]} of {result} differs from "
                     f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
                 )
-            accumulator.update(
-                name, psnr_uint8(pred, target, crop_border), ssim_uint8(pred, target, crop_border)
-            )
+            accumulator.update(name, psnr_uint8(pred, target, crop_border), ssim_uint8(pred, target, crop_border))
             if bar is not None:
                 bar.advance(task)
     finally:
@@ -256,13 +249,9 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if input_path:
         input_path = Path(input_path)
         if not input_path.exists():
-            raise UsageError(
-                f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)"
-            )
+            raise UsageError(f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)")
         if not cfg.get("checkpoint"):
-            raise UsageError(
-                "input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)"
-            )
+            raise UsageError("input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)")
         if gt is None and (input_path.is_file() or _has_frames(input_path)):
             raise UsageError(f"{input_path} holds no ground truth: pass gt=DIR")
         results = Path(results) if results else output.parent / "results"

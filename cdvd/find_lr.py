@@ -37,9 +37,7 @@ logger = logging.getLogger(__name__)
 class _ClipBatches(TrainDataLoaderIter):
     """Feeds ``(blur clip, sharp clip)`` pairs from our dict batches."""
 
-    def inputs_labels_from_batch(
-        self, batch: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs_labels_from_batch(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["blur"], batch["sharp"]
 
 
@@ -47,9 +45,7 @@ class _RatioKeepingExponentialLR(torch.optim.lr_scheduler.LRScheduler):
     """Ramps every parameter group by the same factor, so the first group ends at ``end_lr`` and the others keep
     their ratio to it (torch-lr-finder's own schedule sends every group to the same end value)."""
 
-    def __init__(
-        self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
-    ) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
         if num_iter <= 1:
             raise ValueError("lr_finder.num_iter must be larger than 1")
         self.end_lr = end_lr
@@ -80,8 +76,7 @@ def suggest(lrs: list[float], losses: list[float]) -> tuple[float, float]:
     lrs_f = [p[0] for p in finite]
     losses_f = [p[1] for p in finite]
     slopes = [
-        (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i]))
-        for i in range(len(lrs_f) - 1)
+        (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i])) for i in range(len(lrs_f) - 1)
     ]
     steepest = min(range(len(slopes)), key=slopes.__getitem__)
     lr = lrs_f[steepest]

@@ -148,8 +148,7 @@ class TileSpec:
             raise ValueError(f"tile size must be a multiple of 4 and at least 8, instead got {self.size}")
         if self.overlap < 0 or self.overlap % 4 or self.overlap >= self.size:
             raise ValueError(
-                f"tile overlap must be a multiple of 4 in [0, size), instead got {self.overlap} "
-                f"(size {self.size})"
+                f"tile overlap must be a multiple of 4 in [0, size), instead got {self.overlap} (size {self.size})"
             )
 
 
@@ -183,9 +182,7 @@ def _ramp(length: int, start: int, stop: int, total: int, overlap: int) -> torch
     return weight
 
 
-def tile_weights(
-    height: int, width: int, regions: Sequence[tuple[slice, slice]], overlap: int
-) -> list[torch.Tensor]:
+def tile_weights(height: int, width: int, regions: Sequence[tuple[slice, slice]], overlap: int) -> list[torch.Tensor]:
     """Per-region (h, w) blending weights, normalised so that they sum to 1 at every pixel."""
     weights = []
     total = torch.zeros(height, width, dtype=torch.float64)
@@ -204,9 +201,7 @@ def tile_weights(
 
 def to_uint8(frame: torch.Tensor) -> np.ndarray:
     """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the protocol's rounding."""
-    return (
-        frame.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    )
+    return frame.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 FrameLike = np.ndarray | torch.Tensor
@@ -257,12 +252,8 @@ class VideoDeblurrer:
         """uint8 (H, W, 3) or float (3, H, W) in [0, 1] -> padded float (3, H', W') on the device."""
         if isinstance(frame, np.ndarray):
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise DataError(
-                    f"frame {index}: expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}"
-                )
-            tensor = (
-                torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1).float() / 255.0
-            )
+                raise DataError(f"frame {index}: expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1).float() / 255.0
         else:
             if frame.dim() != 3 or frame.shape[0] != 3:
                 raise DataError(f"frame {index}: expected a (3, H, W) tensor, got {tuple(frame.shape)}")
@@ -272,8 +263,7 @@ class VideoDeblurrer:
             self._start_video(size)
         elif size != self._size:
             raise DataError(
-                f"frame {index} is {size[1]}x{size[0]} but the video's first frame is "
-                f"{self._size[1]}x{self._size[0]}"
+                f"frame {index} is {size[1]}x{size[0]} but the video's first frame is {self._size[1]}x{self._size[0]}"
             )
         padded, _ = pad_to_multiple(tensor)
         return padded
@@ -454,26 +444,26 @@ class VideoSource:
     def is_video_file(self) -> bool:
         return self.frame_files is None
 
+    def _container_property(self, prop: int) -> float:
+        """A property the video file's container states (0 when it cannot be opened or does not say)."""
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            return float(capture.get(prop)) if capture.isOpened() else 0.0
+        finally:
+            capture.release()
+
     def frame_count(self) -> int | None:
         """Exact for a folder; the container's count for a video file (``None`` when it does not say)."""
         if self.frame_files is not None:
             return len(self.frame_files)
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        finally:
-            capture.release()
+        count = int(self._container_property(cv2.CAP_PROP_FRAME_COUNT))
         return count if count > 0 else None
 
     def fps(self) -> float:
         """Frame rate of a video file (25 when unknown, and for frame folders)."""
         if self.frame_files is not None:
             return DEFAULT_FPS
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            fps = float(capture.get(cv2.CAP_PROP_FPS)) if capture.isOpened() else 0.0
-        finally:
-            capture.release()
+        fps = self._container_property(cv2.CAP_PROP_FPS)
         return fps if fps > 0 else DEFAULT_FPS
 
     def output_name(self, index: int) -> str:
@@ -574,8 +564,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
             sources.append(VideoSource(entry.stem, entry))
     if not sources:
         raise DataError(
-            f"nothing to deblur in {path}: expected image frames, video files, subfolders of frames or a "
-            "dataset root"
+            f"nothing to deblur in {path}: expected image frames, video files, subfolders of frames or a dataset root"
         )
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -739,9 +728,7 @@ def deblur_videos(
     output = Path(output)
     to_video = output.suffix.lower() == ".mp4"
     if to_video and len(sources) != 1:
-        raise ValueError(
-            f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder"
-        )
+        raise ValueError(f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder")
 
     plans = []
     for source in sources:

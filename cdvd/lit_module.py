@@ -93,9 +93,7 @@ class DeblurModule(pl.LightningModule):
         device = self.device
         if self._step_generator is None or self._step_generator.device != device:
             self._step_generator = torch.Generator(device=device)
-        self._step_generator.manual_seed(
-            self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank
-        )
+        self._step_generator.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
         return self._step_generator
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,7 +122,7 @@ class DeblurModule(pl.LightningModule):
         for metric in (self.val_psnr, self.val_ssim, self.val_psnr_stage1):
             metric.reset()
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         blur = batch["blur"]
         sharp_centre = batch["sharp"][:, blur.shape[1] // 2]
         padded, size = pad_to_multiple(blur)
@@ -137,6 +135,7 @@ class DeblurModule(pl.LightningModule):
         self.val_psnr_stage1.update(psnr_protocol(stage1, sharp_centre))
         if batch_idx == 0 and self.hparams.log_images:
             self._log_strip(blur[0, blur.shape[1] // 2], stage1[0], out[0], sharp_centre[0])
+        return {"out": out.detach()}
 
     def on_validation_epoch_end(self) -> None:
         psnr = self.val_psnr.compute()
@@ -171,9 +170,7 @@ class DeblurModule(pl.LightningModule):
         if target is torch.optim.lr_scheduler.OneCycleLR:
             max_lr = factory.keywords.get("max_lr")
             if max_lr is None:
-                raise ValueError(
-                    "scheduler onecycle needs scheduler.scheduler.max_lr (run cdvd-find-lr for one)"
-                )
+                raise ValueError("scheduler onecycle needs scheduler.scheduler.max_lr (run cdvd-find-lr for one)")
             kwargs["max_lr"] = [max_lr * g["lr"] / lr for g in groups]
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
             if factory.keywords.get("div_factor") is None:

@@ -32,9 +32,7 @@ def cascade_target(outputs: Sequence[torch.Tensor], sharp: torch.Tensor) -> tupl
     if sharp.dim() != 5 or sharp.shape[1] != CLIP_LENGTH or sharp.shape[2] != 3:
         raise ValueError(f"expected a (B, 5, 3, H, W) sharp clip, instead got {tuple(sharp.shape)}")
     if tuple(outputs[0].shape) != (sharp.shape[0], 3, *sharp.shape[-2:]):
-        raise ValueError(
-            f"outputs {tuple(outputs[0].shape)} do not match the sharp clip {tuple(sharp.shape)}"
-        )
+        raise ValueError(f"outputs {tuple(outputs[0].shape)} do not match the sharp clip {tuple(sharp.shape)}")
     prediction = torch.cat(tuple(outputs), dim=1)
     target = torch.cat((sharp[:, 1], sharp[:, 2], sharp[:, 3], sharp[:, 2]), dim=1)
     return prediction, target
@@ -229,9 +227,7 @@ def _min_size_of(loss: str | type | nn.Module) -> tuple[str, int | None]:
         name = loss.rsplit(".", 1)[-1]
     else:
         name = type(loss).__name__
-    if name in (MSSSIML1Loss.__name__, "msssim_l1") or (
-        isinstance(loss, type) and issubclass(loss, MSSSIML1Loss)
-    ):
+    if name in (MSSSIML1Loss.__name__, "msssim_l1") or (isinstance(loss, type) and issubclass(loss, MSSSIML1Loss)):
         return name, MSSSIML1Loss.min_patch_size()
     return name, None
 

@@ -123,9 +123,7 @@ def ssim_protocol(
     x = _crop(quantize(pred), crop_border)
     y = _crop(quantize(target), crop_border)
     if min(x.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(
-            f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, got {x.shape[-2:]}"
-        )
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, got {x.shape[-2:]}")
     kernel = torch.as_tensor(gaussian_window(), dtype=x.dtype, device=x.device)
     mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
     sigma_x = _filter_valid(x * x, kernel) - mu_x.pow(2)

@@ -66,9 +66,7 @@ def builtin_images(names: Sequence[str] = BUILTIN_IMAGES) -> list[tuple[str, np.
     images = []
     for name in names:
         try:
-            image = (
-                skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
-            )
+            image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
         except Exception as err:  # noqa: BLE001 - a photo missing from this scikit-image version is skipped
             logger.debug("scikit-image photo %s unavailable: %s", name, err)
             continue
@@ -201,9 +199,7 @@ def _to_uint8(linear: np.ndarray, gamma: float, noise_std: float, rng: np.random
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(
-        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
@@ -323,13 +319,10 @@ def synthesize(
         available = len(frames) // per_video
         if available == 0:
             raise DataError(
-                f"{source_path} has {len(frames)} frames, fewer than n_frames x sub_frames = "
-                f"{per_video} for one video"
+                f"{source_path} has {len(frames)} frames, fewer than n_frames x sub_frames = {per_video} for one video"
             )
         if available < n_videos:
-            logger.warning(
-                "%s has frames for %d of the %d videos asked for", source_path, available, n_videos
-            )
+            logger.warning("%s has frames for %d of the %d videos asked for", source_path, available, n_videos)
         jobs = [
             (f"{Path(source_path).stem}_{i * per_video:06d}", frames[i * per_video : (i + 1) * per_video])
             for i in range(min(available, n_videos))
@@ -349,9 +342,7 @@ def synthesize(
             info: dict[str, Any] = {"name": name, "source": source_name}
             if source == "video":
                 linear = [_to_linear(f, gamma) for f in material]
-                blurry = [
-                    np.mean(linear[k : k + sub_frames], axis=0) for k in range(0, len(linear), sub_frames)
-                ]
+                blurry = [np.mean(linear[k : k + sub_frames], axis=0) for k in range(0, len(linear), sub_frames)]
                 sharp = [linear[k + sub_frames // 2] for k in range(0, len(linear), sub_frames)]
             else:
                 path = camera_path(video_rng, n_frames, sub_frames, (motion_min, motion_max), rotation, zoom)
@@ -388,9 +379,7 @@ def synthesize(
         _move_into_place(staging, output, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info(
-        "wrote %d videos of %d frames (%dx%d) to %s", len(summaries), n_frames, sides[0], sides[1], output
-    )
+    logger.info("wrote %d videos of %d frames (%dx%d) to %s", len(summaries), n_frames, sides[0], sides[1], output)
     return summary
 
 
@@ -412,15 +401,9 @@ def _check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> 
         raise DataError(f"size must be a side or (H, W) of at least 8 pixels, instead got {settings['size']}")
     if not 0 <= settings["motion_min"] <= settings["motion_max"]:
         raise DataError(
-            f"need 0 <= motion_min <= motion_max, instead got {settings['motion_min']} and "
-            f"{settings['motion_max']}"
+            f"need 0 <= motion_min <= motion_max, instead got {settings['motion_min']} and {settings['motion_max']}"
         )
-    if (
-        settings["gamma"] <= 0
-        or settings["noise_std"] < 0
-        or settings["rotation"] < 0
-        or settings["zoom"] < 0
-    ):
+    if settings["gamma"] <= 0 or settings["noise_std"] < 0 or settings["rotation"] < 0 or settings["zoom"] < 0:
         raise DataError("gamma must be positive; noise_std, rotation and zoom must be >= 0")
     quality = settings["jpeg_quality"]
     if quality is not None and not 1 <= int(quality) <= 100:
@@ -428,9 +411,7 @@ def _check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> 
     if output.exists() and not output.is_dir():
         raise DataError(f"output exists and is not a folder: {output}")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise DataError(
-            f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)"
-        )
+        raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)")
 
 
 def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
@@ -438,9 +419,7 @@ def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
     old = None
     if output.is_dir():
         if any(output.iterdir()) and not overwrite:
-            raise DataError(
-                f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)"
-            )
+            raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)")
         old = output.with_name(f".{output.name}.old-{os.getpid()}")
         os.replace(output, old)
     try:

@@ -102,11 +102,7 @@ def main() -> None:
             for cache in (False, True):
                 rates = time_epochs(root, workers, cache, args.samples, args.patch, args.batch, args.epochs)
                 results.append({"num_workers": workers, "cache_frames": cache, "clips_per_s": rates})
-                print(
-                    f"| {workers} | {'yes' if cache else 'no'} | "
-                    + " | ".join(f"{r:.1f}" for r in rates)
-                    + " |"
-                )
+                print(f"| {workers} | {'yes' if cache else 'no'} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
     if args.json:
         settings = {"size": f"{args.width}x{args.height}", "patch": args.patch, "batch": args.batch}
         Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=2))

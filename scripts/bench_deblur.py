@@ -44,15 +44,15 @@ def worker(args: argparse.Namespace) -> dict:
 
     from cdvd.inference import VideoDeblurrer
     from cdvd.models import CDVDTSP
+    from cdvd.runtime import reuse_freed_memory
 
+    reused = bool(args.reuse_memory) and reuse_freed_memory()  # as cdvd-deblur does (reuse_memory=true)
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = parse_size(args.size)
     torch.manual_seed(0)
     model = CDVDTSP(n_feat=32, n_resblock=3)
-    engine = VideoDeblurrer(
-        model, device=args.device, precision=args.precision, streaming=args.mode == "streaming"
-    )
+    engine = VideoDeblurrer(model, device=args.device, precision=args.precision, streaming=args.mode == "streaming")
     rng = np.random.default_rng(0)
     # a smooth pattern moving 2 pixels a frame, plus noise
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -89,6 +89,7 @@ def worker(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "device": str(engine.device),
         "threads": torch.get_num_threads(),
+        "reuse_memory": reused,
         "frames_in": args.frames,
         "frames_out": count,
         "seconds": round(total, 3),
@@ -104,22 +105,20 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"], help="WxH, default both")
-    parser.add_argument(
-        "--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"]
-    )
-    parser.add_argument(
-        "--precisions", nargs="+", default=None, help="default fp32 (CPU), fp32 bf16 fp16 (CUDA)"
-    )
+    parser.add_argument("--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"])
+    parser.add_argument("--precisions", nargs="+", default=None, help="default fp32 (CPU), fp32 bf16 fp16 (CUDA)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--frames", type=int, default=None, help="video length (default 7 at 640x360, 6 else)"
-    )
+    parser.add_argument("--frames", type=int, default=None, help="video length (default 7 at 640x360, 6 else)")
     parser.add_argument("--window-frames", type=int, default=2, help="windows timed in per-window mode")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--reuse-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep freed memory for reuse, as cdvd-deblur's reuse_memory=true (default) does",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -144,6 +143,7 @@ def main() -> None:
                     sys.executable, os.path.abspath(__file__), "--worker", "--size", size, "--mode", mode,
                     "--precision", precision, "--device", args.device, "--frames", str(frames),
                     "--window-frames", str(args.window_frames), "--threads", str(args.threads),
+                    "--reuse-memory" if args.reuse_memory else "--no-reuse-memory",
                 ]  # fmt: skip
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -155,6 +155,7 @@ def main() -> None:
                     f"{size:>9} {precision:>5} {mode:>9}: {result['s_per_frame']:8.2f} s/frame over "
                     f"{result['frames_out']} frames, steady {result['steady_s_per_frame']:8.2f} s/frame, "
                     f"peak RSS {result['peak_rss_mib']:.0f} MiB"
+                    + ("" if result["reuse_memory"] else ", malloc default")
                     + (f", CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""),
                     flush=True,
                 )

@@ -22,8 +22,6 @@ For scale: the original CDVD-TSP code takes about 106 s for a 1280x720 window on
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -40,12 +38,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cdvd.models import CDVDTSP
+from cdvd.runtime import reuse_freed_memory, reusing_freed_memory
 
 FULL_SIZE = {"n_feat": 32, "n_resblock": 3}
 DEFAULT_SIZES = ("256x256", "1280x720")
 SMALL_PIXELS = 512 * 512  # sizes up to this many pixels default to 3 timed runs, larger ones to 1
 MIB = 2**20
-_MALLOC_TUNED = False  # set by tune_malloc()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -153,29 +151,6 @@ def time_train_step(
     return seconds
 
 
-def tune_malloc(top_pad_mib: int = 64) -> bool:
-    """Keep freed memory in the process instead of giving it back to the OS (glibc only; a no-op elsewhere).
-
-    glibc serves every large allocation (above 32 MiB at most) with a fresh ``mmap`` and unmaps it on free,
-    so each large activation costs page faults (zeroed pages) again: at 1280x720 a fifth of the CPU time goes
-    to the kernel. With ``mmap`` off and no trimming, freed blocks are reused instead. The price: the process
-    keeps its peak memory until it exits. Call it once, early. Returns True when applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    global _MALLOC_TUNED
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # <malloc.h>
-    _MALLOC_TUNED = bool(
-        mallopt(m_mmap_max, 0) and mallopt(m_trim_threshold, 2**31 - 1) and mallopt(m_top_pad, top_pad_mib * MIB)
-    )
-    return _MALLOC_TUNED
-
-
 def current_rss() -> int:
     """Resident set size of this process in bytes (Linux ``/proc``; 0 elsewhere)."""
     try:
@@ -241,7 +216,7 @@ def measure_forward(
         "peak_rss_mib": peak_rss() / MIB,
         "rss_increase_mib": (peak_rss() - rss_before) / MIB,
         "sys_percent": sys_percent,
-        "malloc_tuned": _MALLOC_TUNED,
+        "malloc_tuned": reusing_freed_memory(),
     }
 
 
@@ -265,7 +240,7 @@ def measure_train(batch: int, patch: int, *, repeat: int, warmup: int) -> dict[s
         "peak_rss_mib": peak_rss() / MIB,
         "rss_increase_mib": (peak_rss() - rss_before) / MIB,
         "sys_percent": sys_percent,
-        "malloc_tuned": _MALLOC_TUNED,
+        "malloc_tuned": reusing_freed_memory(),
     }
 
 
@@ -321,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--tune-malloc",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="keep freed memory for reuse (see tune_malloc): fewer page faults, peak RSS kept",
+        help="keep freed memory for reuse (cdvd.runtime.reuse_freed_memory): fewer page faults, peak RSS kept",
     )
     parser.add_argument(
         "--channels-last",
@@ -335,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.tune_malloc and (args.worker or args.in_process) and not tune_malloc():
+    if args.tune_malloc and (args.worker or args.in_process) and not reuse_freed_memory():
         print("could not tune malloc (not glibc?); measuring with the default", file=sys.stderr)
 
     if args.worker:  # one measurement, its JSON on the last line of stdout

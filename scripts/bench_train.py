@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 
 
-def host_hem_loss(
-    x: torch.Tensor, y: torch.Tensor, hard_ratio: float = 0.5, random_ratio: float = 0.1
-) -> torch.Tensor:
+def host_hem_loss(x: torch.Tensor, y: torch.Tensor, hard_ratio: float = 0.5, random_ratio: float = 0.1) -> torch.Tensor:
     """The original code's HEM term, host round trip included (``loss/hard_example_mining.py``)."""
     b, _, h, w = x.size()
     hard_mask = np.zeros(shape=(b, 1, h, w))
@@ -150,12 +148,8 @@ def bench_train_step(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--hem-shape", nargs=4, type=int, default=[2, 12, 256, 256], metavar=("B", "C", "H", "W")
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hem-shape", nargs=4, type=int, default=[2, 12, 256, 256], metavar=("B", "C", "H", "W"))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backward", action="store_true", help="time forward + backward")
@@ -186,9 +180,7 @@ def main() -> None:
                 f"training step, {step['loss']}, batch {step['batch']}, patch {step['patch']}, "
                 f"{step['device']}: {step['step_s']:.2f} s"
             )
-    result = bench_hem(
-        tuple(args.hem_shape), repeats=args.repeats, device=args.device, backward=args.backward
-    )
+    result = bench_hem(tuple(args.hem_shape), repeats=args.repeats, device=args.device, backward=args.backward)
     print(  # noqa: T201 - a script's report
         f"L1 + 2 HEM {tuple(result['shape'])} on {result['device']}: ours {1000 * result['ours_s']:.1f} ms, "
         f"original host version {1000 * result['host_s']:.1f} ms ({result['speedup']:.1f}x)"

@@ -34,12 +34,17 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def compose_train(overrides: list[str]):  # noqa: ANN201 - DictConfig
-    """The training config composed as ``cdvd-train`` would, from the packaged configs."""
+def compose_config(name: str | None, overrides: list[str]):  # noqa: ANN201 - DictConfig
+    """Config ``name`` (``None``: only the overrides) composed as an entry point would, from the packaged configs."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name=name, overrides=overrides)
+
+
+def compose_train(overrides: list[str]):  # noqa: ANN201 - DictConfig
+    """The training config composed as ``cdvd-train`` would."""
+    return compose_config("train", overrides)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from data_helpers import GT_OFFSET, SIZE, decode, make_tree, write_video
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from cdvd.data import DataError, DeblurDataModule, TrainClipDataset, discover_videos
@@ -237,8 +237,7 @@ def test_data_configs(tmp_path, name, split_train, split_val, extra):
         "data.batch_size=1",
         "data.num_workers=0",
     ]
-    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
-        cfg = compose(overrides=overrides)
+    cfg = compose_config(None, overrides)
     dm = instantiate(cfg.data)
     assert isinstance(dm, DeblurDataModule) and dm.layout == name
     dm.setup("fit")
@@ -256,8 +255,7 @@ def test_synthetic_config_makes_its_data(tmp_path, monkeypatch):
         f"++data.synthesize.train={small % 0}",
         f"++data.synthesize.val={small % 1}",
     ]
-    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
-        cfg = compose(overrides=overrides)
+    cfg = compose_config(None, overrides)
     dm = instantiate(cfg.data)
     dm.prepare_data()
     assert (tmp_path / "synthetic" / "train" / "meta.json").is_file()

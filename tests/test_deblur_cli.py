@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from conftest import compose_config, console_script
 from skimage.metrics import structural_similarity
 
 from cdvd.checkpoints import save_original
@@ -21,15 +21,6 @@ from cdvd.deblur import UsageError, build_deblurrer, run_deblur, tile_from_confi
 from cdvd.evaluate import run_eval
 from cdvd.inference import TileSpec
 from cdvd.models import CDVDTSP
-
-BIN = Path(sys.executable).parent
-
-
-def cli(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.skip(f"{name} not installed (pip install -e .)")
-    return str(path)
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -50,13 +41,8 @@ def write_frames(folder: Path, n: int, h: int = 32, w: int = 32, seed: int = 0, 
         write_rgb(folder / f"{i:05d}{ext}", rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
 
 
-def compose_cfg(name: str, overrides: list[str]):  # noqa: ANN201 - DictConfig
-    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
 def test_deblur_usage_errors(tmp_path: Path, checkpoint: Path) -> None:
-    exe = cli("cdvd-deblur")
+    exe = console_script("cdvd-deblur")
     write_frames(tmp_path / "in", 2)
     cases = [
         (["input=in", "output=out"], "checkpoint="),
@@ -79,7 +65,7 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
     write_frames(tmp_path / "data" / "clipA", 2, ext=".jpg")
     result = run(
         [
-            cli("cdvd-deblur"),
+            console_script("cdvd-deblur"),
             "input=data",
             "output=results",
             "checkpoint=tiny.pt",
@@ -92,7 +78,7 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "results", "tiny.pt"]  # no hydra litter
     assert sorted(p.name for p in (tmp_path / "results" / "clipA").iterdir()) == ["00000.png", "00001.png"]
 
-    cfg = compose_cfg(
+    cfg = compose_config(
         "deblur",
         [
             f"input={tmp_path / 'data'}",
@@ -107,11 +93,11 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
 
 
 def test_deblur_config_keys(checkpoint: Path) -> None:
-    cfg = compose_cfg("deblur", [f"checkpoint={checkpoint}", "device=cpu", "streaming=false"])
+    cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "streaming=false"])
     engine = build_deblurrer(cfg)
     assert engine.tile is None and not engine.streaming and engine.precision == "fp32"
     assert engine.model.n_feat == 4 and engine.device.type == "cpu"
-    cfg = compose_cfg("deblur", [f"checkpoint={checkpoint}", "device=cpu", "tile.size=32", "tile.overlap=8"])
+    cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "tile.size=32", "tile.overlap=8"])
     assert build_deblurrer(cfg).tile == TileSpec(32, 8) and build_deblurrer(cfg).streaming
     assert tile_from_config(None) is None and tile_from_config(64) == TileSpec(64, 16)
     with pytest.raises(UsageError, match="tile"):
@@ -141,7 +127,7 @@ def make_results_tree(root: Path, lengths: dict[str, int]) -> None:
 def test_eval_cli_matches_direct_scores(tmp_path: Path, frames: str) -> None:
     lengths = {"v1": 6, "v2": 5}
     make_results_tree(tmp_path, lengths)
-    result = run([cli("cdvd-eval"), "results=res", "gt=gt", "output=m.json", f"frames={frames}"], tmp_path)
+    result = run([console_script("cdvd-eval"), "results=res", "gt=gt", "output=m.json", f"frames={frames}"], tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "m.json").read_text())
     all_scores = []
@@ -169,10 +155,10 @@ def test_eval_cli_matches_direct_scores(tmp_path: Path, frames: str) -> None:
 def test_eval_errors_name_the_file(tmp_path: Path) -> None:
     make_results_tree(tmp_path, {"v1": 5})
     (tmp_path / "res" / "v1" / "0002.png").unlink()
-    result = run([cli("cdvd-eval"), "results=res", "gt=gt"], tmp_path)
+    result = run([console_script("cdvd-eval"), "results=res", "gt=gt"], tmp_path)
     assert result.returncode == 2 and "0002.png" in result.stderr and "missing" in result.stderr
     write_rgb(tmp_path / "res" / "v1" / "0002.png", np.zeros((20, 28, 3), dtype=np.uint8))
-    result = run([cli("cdvd-eval"), "results=res", "gt=gt"], tmp_path)
+    result = run([console_script("cdvd-eval"), "results=res", "gt=gt"], tmp_path)
     assert result.returncode == 2 and "0002.png" in result.stderr and "differs" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -181,7 +167,7 @@ def test_eval_deblurs_and_scores_a_dataset(tmp_path: Path, checkpoint: Path) -> 
     root = tmp_path / "dataset"
     write_frames(root / "test" / "blur" / "vid", 2, seed=3)
     write_frames(root / "test" / "gt" / "vid", 2, seed=4)
-    cfg = compose_cfg(
+    cfg = compose_config(
         "eval",
         [
             f"input={root}",
@@ -201,3 +187,15 @@ def test_eval_deblurs_and_scores_a_dataset(tmp_path: Path, checkpoint: Path) -> 
     ]
     assert report["total"]["psnr"] == pytest.approx(np.mean([e[0] for e in expected]), abs=1e-9)
     assert json.loads((tmp_path / "metrics.json").read_text())["videos"]["vid"]["frames"] == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
+def test_reuse_freed_memory_applies_once_per_process() -> None:
+    code = (
+        "from cdvd.runtime import reuse_freed_memory, reusing_freed_memory\n"
+        "before = reusing_freed_memory()\n"
+        "print(before, reuse_freed_memory(), reuse_freed_memory(), reusing_freed_memory())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True", "True"]

@@ -58,9 +58,7 @@ def video(n: int, h: int = 32, w: int = 48, seed: int = 0) -> torch.Tensor:
 
 def smooth_video(n: int, h: int, w: int) -> torch.Tensor:
     """A smooth pattern moving by a pixel a frame (something flow can follow)."""
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
-    )
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     frames = []
     for t in range(n):
         x = xx - t
@@ -223,9 +221,7 @@ def test_bf16_on_cpu(tiny_model: CDVDTSP) -> None:
     assert (bf16 - fp32).abs().mean() < 0.05
 
 
-def write_frames(
-    folder: Path, n: int, h: int = 32, w: int = 48, ext: str = ".png", seed: int = 0
-) -> list[Path]:
+def write_frames(folder: Path, n: int, h: int = 32, w: int = 48, ext: str = ".png", seed: int = 0) -> list[Path]:
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):

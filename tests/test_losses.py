@@ -58,9 +58,7 @@ def test_hem_mask_random_part() -> None:
     outputs, sharp = make_batch(h=40, w=50)
     x, y = cascade_target(outputs, sharp)
     n = 40 * 50
-    only_random = hard_example_mask(
-        x, y, hard_ratio=0.0, random_ratio=0.1, generator=torch.Generator().manual_seed(3)
-    )
+    only_random = hard_example_mask(x, y, hard_ratio=0.0, random_ratio=0.1, generator=torch.Generator().manual_seed(3))
     assert only_random.sum(dim=(1, 2, 3)).tolist() == [n // 10] * 2  # exactly 10%, without replacement
     assert not torch.equal(only_random[0], only_random[1])  # each sample its own draw
 

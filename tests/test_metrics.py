@@ -54,9 +54,7 @@ def numpy_ssim(pred: np.ndarray, target: np.ndarray, crop: int = 4) -> float:
 def pair() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:40, 0:52]
-    target = (127 + 100 * np.sin(xx / 5.0)[..., None] * np.cos(yy / 7.0)[..., None] * np.ones(3)).astype(
-        np.uint8
-    )
+    target = (127 + 100 * np.sin(xx / 5.0)[..., None] * np.cos(yy / 7.0)[..., None] * np.ones(3)).astype(np.uint8)
     noisy = target.astype(np.int16) + rng.integers(-20, 21, size=target.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8), target
 
@@ -103,12 +101,8 @@ def test_rounding_and_clipping() -> None:
     target = rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
     pred = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
     rounded = (pred.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
-    assert psnr_protocol(pred, to_batch(target))[0].item() == pytest.approx(
-        numpy_psnr(rounded, target), abs=1e-4
-    )
-    assert ssim_protocol(pred, to_batch(target))[0].item() == pytest.approx(
-        numpy_ssim(rounded, target), abs=1e-6
-    )
+    assert psnr_protocol(pred, to_batch(target))[0].item() == pytest.approx(numpy_psnr(rounded, target), abs=1e-4)
+    assert ssim_protocol(pred, to_batch(target))[0].item() == pytest.approx(numpy_ssim(rounded, target), abs=1e-6)
 
 
 def test_crop_border_and_errors() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, console_script
+from conftest import compose_config, compose_train, console_script
 
 import cdvd
 from cdvd.lit_module import DeblurModule, build_param_groups
@@ -101,9 +101,7 @@ def test_every_experiment_composes() -> None:
     assert "OneCycleLR" in fork.scheduler.scheduler._target_
 
 
-def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(
-    smoke_overrides: list[str], tmp_path: Path
-) -> None:
+def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(smoke_overrides: list[str], tmp_path: Path) -> None:
     cfg = compose_train([*smoke_overrides, "logger=csv"])
     metrics, objects = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["val/psnr"]))
@@ -122,18 +120,61 @@ def test_smoke_experiment_trains_and_writes_a_loadable_checkpoint(
     assert (tmp_path / "csv" / "metrics.csv").is_file()
 
 
-def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(
-    smoke_overrides: list[str], tmp_path: Path
-) -> None:
+def _eval_config(overrides: list[str]):  # noqa: ANN202 - DictConfig
+    return compose_config("eval", [*overrides, "device=cpu", "progress=false"])
+
+
+def test_validation_scores_agree_with_cdvd_eval(smoke_overrides: list[str], tiny_dataset: Path, tmp_path: Path) -> None:
+    """The PSNR/SSIM that validation logs are what cdvd-eval reports on the same frames and checkpoint."""
+    from cdvd.evaluate import run_eval
+
+    cfg = compose_train(
+        [
+            *smoke_overrides,
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "data.val_n_frames_per_video=null",
+            "callbacks.save_images.enabled=true",
+        ]
+    )
+    metrics, _ = train(cfg)
+    saved = tmp_path / "val_images" / "epoch_0000"
+    gt = tiny_dataset / "val" / "gt"
+    (video,) = [p.name for p in gt.iterdir()]
+    # 6-frame video, frames=paper: the two centre frames, named like the inputs
+    assert sorted(p.name for p in (saved / video).iterdir()) == ["00002.png", "00003.png"]
+    assert not (tmp_path / "val_images" / "epoch_0001").exists()
+
+    scored = run_eval(_eval_config([f"results={saved}", f"gt={gt}", f"output={tmp_path / 'saved.json'}"]))
+    assert scored["total"]["frames"] == 2
+    assert scored["total"]["psnr"] == pytest.approx(metrics["val/psnr"], abs=1e-4)
+    assert scored["total"]["ssim"] == pytest.approx(metrics["val/ssim"], abs=1e-5)
+
+    rerun = run_eval(
+        _eval_config(
+            [
+                f"input={tiny_dataset}",
+                "split=val",
+                f"checkpoint={tmp_path / 'checkpoints' / 'last.ckpt'}",
+                f"output={tmp_path / 'rerun' / 'metrics.json'}",
+            ]
+        )
+    )
+    assert rerun["total"]["frames"] == 2
+    # streaming inference against per-window validation: the same frames up to float round-off
+    assert rerun["total"]["psnr"] == pytest.approx(metrics["val/psnr"], abs=1e-2)
+    assert rerun["total"]["ssim"] == pytest.approx(metrics["val/ssim"], abs=1e-4)
+
+
+def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides: list[str], tmp_path: Path) -> None:
     base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1"]
     straight = tmp_path / "straight"
-    compose = functools.partial(compose_train)
-    train(compose([*base, f"paths.output_dir={straight}", "trainer.max_epochs=3"]))
+    train(compose_train([*base, f"paths.output_dir={straight}", "trainer.max_epochs=3"]))
     split = tmp_path / "split"
-    train(compose([*base, f"paths.output_dir={split}", "trainer.max_epochs=2"]))
+    train(compose_train([*base, f"paths.output_dir={split}", "trainer.max_epochs=2"]))
     resumed = tmp_path / "resumed"
     train(
-        compose(
+        compose_train(
             [
                 *base,
                 f"paths.output_dir={resumed}",
@@ -177,9 +218,7 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
     lrs = []
     for job in jobs:
         config = (job / ".hydra" / "config.yaml").read_text()
-        lrs.append(
-            next(line.split(":")[1].strip() for line in config.splitlines() if line.strip().startswith("lr:"))
-        )
+        lrs.append(next(line.split(":")[1].strip() for line in config.splitlines() if line.strip().startswith("lr:")))
         assert list((job / "tensorboard").glob("events.out.tfevents.*")), f"no TensorBoard run in {job}"
         assert (job / "checkpoints" / "last.ckpt").is_file()
     assert sorted(float(x) for x in lrs) == [1e-4, 3e-4]
@@ -220,16 +259,12 @@ def test_bad_data_root_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_module
-
     from cdvd.find_lr import find_lr
 
     overrides = [o for o in smoke_overrides if not o.startswith("~callbacks")]
-    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
-        cfg = compose(
-            config_name="find_lr",
-            overrides=[*overrides, "lr_finder.num_iter=6", "model.flow_lr_scale=0.1", "lr_finder.device=cpu"],
-        )
+    cfg = compose_config(
+        "find_lr", [*overrides, "lr_finder.num_iter=6", "model.flow_lr_scale=0.1", "lr_finder.device=cpu"]
+    )
     result = find_lr(cfg)
     assert result["plot"].is_file() and result["plot"].stat().st_size > 1000
     text = result["overrides"].read_text()

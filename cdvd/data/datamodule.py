@@ -192,8 +192,7 @@ class DeblurDataModule(pl.LightningDataModule):
         if n_frames is None:
             return videos
         return [
-            VideoPair(v.name, v.blur[:n_frames], v.gt[:n_frames] if v.gt is not None else None, v.size)
-            for v in videos
+            VideoPair(v.name, v.blur[:n_frames], v.gt[:n_frames] if v.gt is not None else None, v.size) for v in videos
         ]
 
     # ------------------------------------------------------------------------------------------------- setup
@@ -269,9 +268,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"no validation frames in {root} (split {split}): every video is shorter than "
                 f"{self.clip_length} frames; use val_frames=all"
             )
-        logger.info(
-            "validation: %d videos, %d frames (val_frames=%s)", len(videos), len(dataset), self.val_frames
-        )
+        logger.info("validation: %d videos, %d frames (val_frames=%s)", len(videos), len(dataset), self.val_frames)
         return dataset
 
     # ----------------------------------------------------------------------------------------------- loaders
@@ -301,6 +298,4 @@ class DeblurDataModule(pl.LightningDataModule):
         if self.val_set is None:
             self.setup("validate")
         assert self.val_set is not None
-        return DataLoader(
-            self.val_set, batch_size=self.val_batch_size, shuffle=False, **self._loader_kwargs()
-        )
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, **self._loader_kwargs())

@@ -118,13 +118,10 @@ def _pair_folders(
     if only_blur or only_gt:
         parts = []
         if only_blur:
-            parts.append(
-                f"without GT in {gt_parent}: {', '.join(only_blur[:5])}{' ...' if len(only_blur) > 5 else ''}"
-            )
+            parts.append(f"without GT in {gt_parent}: {', '.join(only_blur[:5])}{' ...' if len(only_blur) > 5 else ''}")
         if only_gt:
             parts.append(
-                f"without blurry frames in {blur_parent}: "
-                f"{', '.join(only_gt[:5])}{' ...' if len(only_gt) > 5 else ''}"
+                f"without blurry frames in {blur_parent}: {', '.join(only_gt[:5])}{' ...' if len(only_gt) > 5 else ''}"
             )
         raise DataError(f"blurry and GT video lists differ ({'; '.join(parts)})")
     return [(name, folder, gt_dirs[name]) for name, folder in blur_dirs.items()]
@@ -138,9 +135,7 @@ def _collect(
         base = _split_root(root, split)
         blur_parent = _first_existing(base, _FOLDER_BLUR)
         if blur_parent is None:
-            raise _no_videos(
-                base, layout, "blur/<video>/* and gt/<video>/*, or INPUT/<video>/* and GT/<video>/*"
-            )
+            raise _no_videos(base, layout, "blur/<video>/* and gt/<video>/*, or INPUT/<video>/* and GT/<video>/*")
         gt_parent = _first_existing(base, _FOLDER_GT)
         blur_dirs = {p.name: p for p in _subdirs(blur_parent)}
         if not blur_dirs:
@@ -157,9 +152,7 @@ def _collect(
     if layout in ("dvd", "gopro"):
         base = _split_root(root, split)
         blur_names = (
-            ("blur_gamma",)
-            if blur_gamma and layout == "gopro"
-            else (("blur",) if layout == "gopro" else _DVD_BLUR)
+            ("blur_gamma",) if blur_gamma and layout == "gopro" else (("blur",) if layout == "gopro" else _DVD_BLUR)
         )
         gt_names = ("sharp",) if layout == "gopro" else _DVD_GT
         videos = []
@@ -202,9 +195,7 @@ def _collect(
         if not blur_dirs:
             raise _no_videos(blur_parent, layout, "<seq>/* folders")
         gt_dirs = {p.name: p for p in _subdirs(gt_parent)} if gt_parent.is_dir() else None
-        return _pair_folders(
-            blur_dirs, gt_dirs, blur_parent=blur_parent, gt_parent=gt_parent, require_gt=require_gt
-        )
+        return _pair_folders(blur_dirs, gt_dirs, blur_parent=blur_parent, gt_parent=gt_parent, require_gt=require_gt)
 
     raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)} or 'auto'")
 
@@ -267,9 +258,7 @@ def discover_videos(
                 f"video {name}: {len(blur)} blurry frames in {blur_dir} but {len(gt)} GT frames in {gt_dir}"
             )
         size = _check_sizes(name, blur, gt) if check_sizes else None
-        videos.append(
-            VideoPair(name=name, blur=tuple(blur), gt=tuple(gt) if gt is not None else None, size=size)
-        )
+        videos.append(VideoPair(name=name, blur=tuple(blur), gt=tuple(gt) if gt is not None else None, size=size))
     logger.debug("found %d %s videos in %s (split %s)", len(videos), layout, root, split)
     return videos
 

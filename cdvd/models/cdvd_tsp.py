@@ -42,8 +42,7 @@ def temporal_sharpness_prior(
         (B, 1, H, W) in [0, 1], zero where any warp left the image. No gradient flows through it.
     """
     frames = [
-        F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True)
-        for f in (previous, centre, following)
+        F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True) for f in (previous, centre, following)
     ]
     middle = frames[1]
     diff = torch.zeros_like(middle)
@@ -114,9 +113,7 @@ class CDVDTSP(nn.Module):
             return (frame_ids[:, None] * b + torch.arange(b, device=frames.device)).reshape(-1)
 
         ref_rows, nbr_rows = rows(ref_frames), rows(nbr_frames)
-        flows = self.flow.flow_from_pyramids(
-            [p[ref_rows] for p in pyramids], [p[nbr_rows] for p in pyramids], (h, w)
-        )
+        flows = self.flow.flow_from_pyramids([p[ref_rows] for p in pyramids], [p[nbr_rows] for p in pyramids], (h, w))
         warped, masks = warp_with_mask(flat[nbr_rows], flows)
         n = (t - 2) * b
         centres = flat[rows(centre_ids)]

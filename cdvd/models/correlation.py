@@ -74,9 +74,7 @@ class _CorrelationFunction(torch.autograd.Function):
         padded = F.pad(second, (d, d, d, d))
         grad_first = torch.zeros_like(first) if need_first else None
         # d out[k, y, x] / d second[y + dy, x + dx] = first[y, x]: accumulate in the padded frame, then crop
-        grad_padded = (
-            first.new_zeros((batch, channels, height + 2 * d, width + 2 * d)) if need_second else None
-        )
+        grad_padded = first.new_zeros((batch, channels, height + 2 * d, width + 2 * d)) if need_second else None
         for k in range(NUM_DISPLACEMENTS):
             dy, dx = divmod(k, size)
             weight = grad[:, k : k + 1]
@@ -133,9 +131,7 @@ def cupy_kernel_agrees(device_index: int) -> bool:
 
     device = torch.device("cuda", device_index)
     generator = torch.Generator(device=device).manual_seed(0)
-    first, second = (
-        torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2)
-    )
+    first, second = (torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2))
     weight = torch.randn(2, NUM_DISPLACEMENTS, 11, 13, device=device, generator=generator)
     try:
         out = correlation_cupy(first, second)
@@ -153,9 +149,7 @@ def cupy_kernel_agrees(device_index: int) -> bool:
     return ok
 
 
-def correlation(
-    first: torch.Tensor, second: torch.Tensor, backend: CorrelationBackend = "auto"
-) -> torch.Tensor:
+def correlation(first: torch.Tensor, second: torch.Tensor, backend: CorrelationBackend = "auto") -> torch.Tensor:
     """Cost volume with the implementation chosen by ``backend``.
 
     ``auto`` takes the cupy kernel for CUDA tensors when cupy is installed and the kernel passed its one-off
@@ -169,9 +163,7 @@ def correlation(
     )
     if backend == "cupy" or use_kernel:
         if not first.is_cuda:
-            raise ValueError(
-                "correlation backend 'cupy' needs CUDA tensors; use backend 'torch' or 'auto' on CPU"
-            )
+            raise ValueError("correlation backend 'cupy' needs CUDA tensors; use backend 'torch' or 'auto' on CPU")
         from cdvd.models.correlation_cupy import correlation_cupy
 
         return correlation_cupy(first, second)

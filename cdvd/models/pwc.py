@@ -78,9 +78,7 @@ class FlowDecoder(nn.Module):
         self.corr_backend = corr_backend
         if level < 6:
             self.upsample_flow = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
-            self.upsample_feat = nn.ConvTranspose2d(
-                decoder_out_channels(level + 1), 2, 4, stride=2, padding=1
-            )
+            self.upsample_feat = nn.ConvTranspose2d(decoder_out_channels(level + 1), 2, 4, stride=2, padding=1)
         channels = decoder_in_channels(level)
         dense = []
         for growth in DENSE_GROWTH:
@@ -194,8 +192,7 @@ class FlowEstimator(nn.Module):
     def forward(self, reference: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
         if reference.shape != neighbour.shape:
             raise ValueError(
-                f"flow needs two frames of one shape, instead got {tuple(reference.shape)} and "
-                f"{tuple(neighbour.shape)}"
+                f"flow needs two frames of one shape, instead got {tuple(reference.shape)} and {tuple(neighbour.shape)}"
             )
         size = reference.shape[-2:]
         pyramids = self.pyramid(torch.cat((reference, neighbour), dim=0))
