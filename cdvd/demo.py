@@ -6,7 +6,7 @@ deblurred output (PSNR, SSIM), with the paths of the frames, the checkpoint and 
 
     cdvd-demo                         # about 5 minutes on 2 CPU cores; a GPU is used when present
     cdvd-demo minutes=1               # shorter
-    cdvd-demo train_overrides='[model.net.n_feat=16]'
+    cdvd-demo 'train_overrides=["model.net.n_feat=16"]'
 """
 
 from __future__ import annotations
