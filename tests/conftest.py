@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +46,26 @@ def compose_config(name: str | None, overrides: list[str]):  # noqa: ANN201 - Di
 def compose_train(overrides: list[str]):  # noqa: ANN201 - DictConfig
     """The training config composed as ``cdvd-train`` would."""
     return compose_config("train", overrides)
+
+
+def smoke_cli_args(data_root: Path, multirun: bool = False) -> list[str]:
+    """``cdvd-train [-m]`` and its arguments for one smoke epoch on ``data_root``, without a progress bar."""
+    return [
+        console_script("cdvd-train"),
+        *(["-m"] if multirun else []),
+        "experiment=smoke",
+        f"data.root={data_root}",
+        "data.synthesize=null",
+        "data.patch_size=32",
+        "trainer.max_epochs=1",
+        "~callbacks.progress_bar",
+    ]
+
+
+def run_command(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a console script with unbuffered output, capturing it as text."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ kernel's own tests are in test_correlation.py.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train, console_script
+from conftest import compose_train, run_command, smoke_cli_args
 
 from cdvd.inference import VideoDeblurrer, to_uint8
 from cdvd.models import CDVDTSP
@@ -67,25 +65,15 @@ def test_half_precision_deblurring_is_close_to_fp32(precision: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 def test_ddp_on_two_gpus(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
+    result = run_command(
         [
-            console_script("cdvd-train"),
-            "experiment=smoke",
+            *smoke_cli_args(tiny_dataset),
             "trainer=ddp",
             "trainer.devices=2",
-            f"data.root={tiny_dataset}",
-            "data.synthesize=null",
-            "data.patch_size=32",
-            "trainer.max_epochs=1",
-            "~callbacks.progress_bar",
             "logger=csv",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, compose_train, console_script
+from conftest import compose_config, compose_train, console_script, run_command, smoke_cli_args
 
 import cdvd
 from cdvd.lit_module import DeblurModule, build_param_groups
@@ -190,23 +188,11 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides:
         assert torch.equal(value, b["state_dict"][key]), key
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = _run(
+    result = run_command(
         [
-            console_script("cdvd-train"),
-            "-m",
-            "experiment=smoke",
-            f"data.root={tiny_dataset}",
-            "data.synthesize=null",
-            "data.patch_size=32",
-            "trainer.max_epochs=1",
+            *smoke_cli_args(tiny_dataset, multirun=True),
             "optimizer.lr=1e-4,3e-4",
-            "~callbacks.progress_bar",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
         cwd=tmp_path,
@@ -225,19 +211,8 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
 
 
 def test_ddp_cpu_trains_with_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = _run(
-        [
-            console_script("cdvd-train"),
-            "experiment=smoke",
-            "trainer=ddp_cpu",
-            f"data.root={tiny_dataset}",
-            "data.synthesize=null",
-            "data.patch_size=32",
-            "trainer.max_epochs=1",
-            "~callbacks.progress_bar",
-            "logger=csv",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    result = run_command(
+        [*smoke_cli_args(tiny_dataset), "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,
     )
     output = result.stdout + result.stderr
@@ -249,7 +224,7 @@ def test_ddp_cpu_trains_with_two_processes(tiny_dataset: Path, tmp_path: Path) -
 
 def test_bad_data_root_is_one_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_dataset"
-    result = _run(
+    result = run_command(
         [console_script("cdvd-train"), "experiment=smoke", f"data.root={missing}", "data.synthesize=null"],
         cwd=tmp_path,
     )
