@@ -201,8 +201,10 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
             try:
                 return torch.load(path, map_location="cpu", weights_only=False)
             except Exception as err:  # noqa: BLE001 - reported with the file name
-                raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from err
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_error}") from first_error
+                raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(first_error).__name__}: {first_error})"
+        ) from first_error
 
 
 def _tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
