@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from cdvd.atomic import atomic_destination
 from cdvd.models.cdvd_tsp import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -339,11 +340,5 @@ def save_original(model: CDVDTSP, path: str | os.PathLike) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: no half-written file on a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_destination(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

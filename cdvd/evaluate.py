@@ -25,6 +25,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from cdvd.atomic import atomic_destination
 from cdvd.data.io import IMAGE_EXTENSIONS, DataError, list_frames, read_rgb
 from cdvd.deblur import CONFIG_PATH, UsageError, build_deblurrer, run_cli
 from cdvd.inference import deblur_videos, discover_sources, layout_videos
@@ -162,13 +163,8 @@ def evaluate_pairs(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_destination(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _number(value: float) -> float | str | None:

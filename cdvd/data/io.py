@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdvd.atomic import atomic_destination
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
@@ -61,13 +63,8 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DataError(f"cannot encode image for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
+    with atomic_destination(path) as tmp:
         encoded.tofile(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
