@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from cdvd.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, list_frames, natural_key, write_rgb
+from cdvd.metrics import quantize
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
 
@@ -200,8 +201,8 @@ def tile_weights(height: int, width: int, regions: Sequence[tuple[slice, slice]]
 
 
 def to_uint8(frame: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the protocol's rounding."""
-    return frame.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the levels the metrics score."""
+    return quantize(frame).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 FrameLike = np.ndarray | torch.Tensor
