@@ -37,15 +37,11 @@ import cv2
 import numpy as np
 import torch
 
+from cdvd.data.clips import window_indices
 from cdvd.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, list_frames, natural_key, write_rgb
 from cdvd.metrics import quantize
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
-
-try:  # the data package's reflection rule, when present; ours below is the same rule
-    from cdvd.data.clips import window_indices as _data_window_indices
-except ImportError:  # pragma: no cover - depends on the checkout
-    _data_window_indices = None
 
 logger = logging.getLogger(__name__)
 
@@ -94,39 +90,13 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 # border reflection
 
 
-def reflect_index(position: int, n_frames: int) -> int:
-    """Index of the frame read at ``position`` of a video of ``n_frames``, reflecting at both ends.
-
-    Reflection does not repeat the edge frame: positions -2, -1 of ``[0, 1, 2, 3, 4]`` read frames 2, 1 and
-    positions 5, 6 read 3, 2. Short videos reflect as often as needed (period ``2 * (n_frames - 1)``).
-    """
-    if n_frames < 1:
-        raise ValueError(f"a video needs at least one frame, instead got {n_frames}")
-    if n_frames == 1:
-        return 0
-    period = 2 * (n_frames - 1)
-    i = position % period
-    return i if i < n_frames else period - i
-
-
-def window_indices(center: int, n_frames: int, length: int = WINDOW) -> list[int]:
-    """Frame indices of the ``length``-frame window centred on ``center``, reflected at the borders."""
-    if _data_window_indices is not None:
-        try:
-            return [int(i) for i in _data_window_indices(center, length, n_frames)]
-        except ValueError:  # e.g. a rule that refuses very short videos: use ours
-            pass
-    half = length // 2
-    return [reflect_index(center + d, n_frames) for d in range(-half, half + 1)]
-
-
 def extended_positions(n_frames: int) -> list[int]:
     """Frame indices of the reflected sequence, positions -2 .. n_frames + 1.
 
     ``[0, 1, 2, 3, 4]`` gives ``[2, 1, 0, 1, 2, 3, 4, 3, 2]``.
     """
-    start = window_indices(0, n_frames)[:HALF]
-    end = window_indices(n_frames - 1, n_frames)[HALF + 1 :]
+    start = window_indices(0, WINDOW, n_frames)[:HALF]
+    end = window_indices(n_frames - 1, WINDOW, n_frames)[HALF + 1 :]
     return start + list(range(n_frames)) + end
 
 
@@ -335,7 +305,7 @@ class VideoDeblurrer:
                 yield position, 0 <= position < n, head[index]
             return
         # at least five frames: the start reflects onto frames 2 and 1 whatever the length
-        for position, index in zip(range(-HALF, 0), window_indices(0, WINDOW)[:HALF], strict=True):
+        for position, index in zip(range(-HALF, 0), window_indices(0, WINDOW, WINDOW)[:HALF], strict=True):
             yield position, False, head[index]
         recent: deque[tuple[int, torch.Tensor]] = deque(maxlen=HALF + 1)
         for index, frame in enumerate(head):
@@ -349,7 +319,7 @@ class VideoDeblurrer:
             yield n, True, frame
             n += 1
         held = dict(recent)
-        for position, index in zip(range(n, n + HALF), window_indices(n - 1, n)[HALF + 1 :], strict=True):
+        for position, index in zip(range(n, n + HALF), window_indices(n - 1, WINDOW, n)[HALF + 1 :], strict=True):
             if index not in held:  # pragma: no cover - the reflection rule reads at most 2 frames back
                 raise AssertionError(f"reflection at the end of a {n}-frame video reads frame {index}")
             yield position, False, held[index]

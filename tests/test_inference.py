@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd.data.clips import reflect_index, window_indices
 from cdvd.data.io import DataError, read_rgb, write_rgb
 from cdvd.inference import (
     TileSpec,
@@ -20,11 +21,9 @@ from cdvd.inference import (
     deblur_videos,
     discover_sources,
     extended_positions,
-    reflect_index,
     tile_regions,
     tile_weights,
     to_uint8,
-    window_indices,
 )
 from cdvd.models import CDVDTSP
 
@@ -80,13 +79,13 @@ def reference_outputs(model: CDVDTSP, frames: torch.Tensor) -> torch.Tensor:
     outs = []
     with torch.no_grad():
         for t in range(n):
-            clip = frames[window_indices(t, n)][None]
+            clip = frames[window_indices(t, 5, n)][None]
             outs.append(model(clip).out[0])
     return torch.stack(outs)
 
 
 def test_reflection() -> None:
-    assert window_indices(0, 5) == [2, 1, 0, 1, 2]
+    assert window_indices(0, 5, 5) == [2, 1, 0, 1, 2]
     assert extended_positions(5) == [2, 1, 0, 1, 2, 3, 4, 3, 2]  # [1..5] read as [3,2,1,2,3,4,5,4,3]
     assert extended_positions(1) == [0] * 5
     assert extended_positions(2) == [0, 1, 0, 1, 0, 1]
@@ -94,7 +93,7 @@ def test_reflection() -> None:
         for p in range(-2, n + 2):
             assert 0 <= reflect_index(p, n) < n
         for t in range(n):
-            assert window_indices(t, n) == [reflect_index(t + d, n) for d in range(-2, 3)]
+            assert window_indices(t, 5, n) == [reflect_index(t + d, n) for d in range(-2, 3)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 9])
