@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cdvd.atomic import atomic_destination
-from cdvd.data.io import IMAGE_EXTENSIONS, DataError, list_frames, read_rgb
+from cdvd.data.io import DataError, has_frames, list_frames, read_rgb
 from cdvd.deblur import CONFIG_PATH, UsageError, build_deblurrer, run_cli
 from cdvd.inference import deblur_videos, discover_sources, layout_videos
 from cdvd.metrics import MetricAccumulator, psnr_uint8, ssim_uint8
@@ -35,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 FRAME_SETS = ("paper", "all")
 PAPER_BORDER = 2  # frames left out at each end by the published tables (no full 5-frame window)
-
-
-def _has_frames(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
 def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bool = False) -> dict[str, list[Path]]:
@@ -56,7 +52,7 @@ def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bo
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"folder not found: {root}")
-    if _has_frames(root):
+    if has_frames(root):
         return {root.name: list_frames(root)}
     if gt:
         pairs = layout_videos(root, split, require_gt=True)
@@ -65,7 +61,7 @@ def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bo
     videos = {
         sub.name: list_frames(sub)
         for sub in sorted(root.iterdir())
-        if sub.is_dir() and not sub.name.startswith(".") and _has_frames(sub)
+        if sub.is_dir() and not sub.name.startswith(".") and has_frames(sub)
     }
     if not videos:
         raise DataError(f"no frames in {root}: expected frames, or one folder of frames per video")
@@ -248,7 +244,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             raise UsageError(f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)")
         if not cfg.get("checkpoint"):
             raise UsageError("input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)")
-        if gt is None and (input_path.is_file() or _has_frames(input_path)):
+        if gt is None and (input_path.is_file() or has_frames(input_path)):
             raise UsageError(f"{input_path} holds no ground truth: pass gt=DIR")
         results = Path(results) if results else output.parent / "results"
         if gt is None:

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from cdvd.data.clips import window_indices
-from cdvd.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DataError, list_frames, natural_key, write_rgb
+from cdvd.data.io import VIDEO_EXTENSIONS, DataError, has_frames, list_frames, natural_key, write_rgb
+from cdvd.data.layouts import detect_layout, discover_videos
 from cdvd.metrics import quantize
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
@@ -464,10 +465,6 @@ class VideoSource:
             capture.release()
 
 
-def _has_frames(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
-
-
 def _frame_source(folder: Path, name: str | None = None) -> VideoSource:
     files = list_frames(folder)
     if not files:
@@ -480,10 +477,6 @@ def layout_videos(root: Path, split: str | None, *, require_gt: bool) -> list | 
 
     ``split`` is used when ``root/split`` exists; otherwise ``root`` is taken as the split itself.
     """
-    try:
-        from cdvd.data.layouts import detect_layout, discover_videos
-    except ImportError:  # pragma: no cover - depends on the checkout
-        return None
     try:
         layout = detect_layout(root)
     except DataError:
@@ -520,7 +513,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
                 f"input {path} is neither a video file ({', '.join(VIDEO_EXTENSIONS)}) nor a folder of frames"
             )
         return [VideoSource(path.stem, path)]
-    if _has_frames(path):
+    if has_frames(path):
         return [_frame_source(path)]
     from_layout = _from_layout(path, split)
     if from_layout:
@@ -529,7 +522,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
     for entry in sorted(path.iterdir(), key=lambda p: natural_key(p.name)):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and _has_frames(entry):
+        if entry.is_dir() and has_frames(entry):
             sources.append(_frame_source(entry))
         elif entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
             sources.append(VideoSource(entry.stem, entry))

@@ -29,8 +29,17 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"frame folder not found: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [p for p in folder.iterdir() if _is_image(p)]
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def has_frames(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` (an existing folder) holds an image file directly inside it."""
+    return any(_is_image(p) for p in Path(folder).iterdir())
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
