@@ -43,6 +43,11 @@ _DECODERS = ("dec2", "dec1")
 ARCH_KEY = "cdvd_architecture"
 
 
+def architecture(model: CDVDTSP) -> dict[str, Any]:
+    """The constructor arguments our checkpoints store under :data:`ARCH_KEY` (read back by :func:`load_model`)."""
+    return {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual}
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded as asked; the message names the file and what is wrong."""
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from cdvd.checkpoints import ARCH_KEY, load_flow_weights, load_weights
+from cdvd.checkpoints import ARCH_KEY, architecture, load_flow_weights, load_weights
 from cdvd.metrics import psnr_protocol, ssim_protocol
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
@@ -182,8 +182,4 @@ class DeblurModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------- checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[ARCH_KEY] = {
-            "n_feat": self.net.n_feat,
-            "n_resblock": self.net.n_resblock,
-            "residual": self.net.residual,
-        }
+        checkpoint[ARCH_KEY] = architecture(self.net)

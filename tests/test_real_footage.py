@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import console_script, run_command
 
-from cdvd.checkpoints import ARCH_KEY
+from cdvd.checkpoints import ARCH_KEY, architecture
 from cdvd.data.io import list_frames, read_rgb, read_video
 from cdvd.inference import VideoDeblurrer, to_uint8
 from cdvd.models import CDVDTSP
@@ -29,8 +29,7 @@ ADOBE = REAL / "adobe240_blur"  # 3 frames averaged from 240 fps footage, 126x90
 def _save_ours(model: CDVDTSP, path: Path) -> Path:
     """The network as our training writes it: Lightning's ``state_dict`` under ``net.`` and the architecture."""
     state = {f"net.{k}": v for k, v in model.state_dict().items()}
-    arch = {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual}
-    torch.save({"state_dict": state, ARCH_KEY: arch}, path)
+    torch.save({"state_dict": state, ARCH_KEY: architecture(model)}, path)
     return path
 
 
