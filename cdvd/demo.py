@@ -79,7 +79,8 @@ def run_demo(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
 
     model = load_model(checkpoint)
-    deblurrer = VideoDeblurrer(model, device="cuda" if torch.cuda.is_available() else "cpu")
+    # the device the training used: device=cpu keeps a GPU machine's deblurring on the CPU too
+    deblurrer = VideoDeblurrer(model, device={"gpu": "cuda"}.get(str(cfg.device), str(cfg.device)))
     deblurred = run_dir / "deblurred"
     sources = discover_sources(heldout / "blur")
     deblur_videos(deblurrer, sources, deblurred, progress=False)
