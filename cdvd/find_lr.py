@@ -25,8 +25,10 @@ from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 from torch_lr_finder import lr_finder as lr_finder_module
 
+from cdvd.atomic import atomic_destination
+from cdvd.inference import resolve_device
 from cdvd.lit_module import build_param_groups
-from cdvd.train import CONFIG_PATH, check_config, run_cli
+from cdvd.train import CONFIG_PATH, ConfigError, build_module, check_config, run_cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -102,23 +104,16 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     settings = cfg.lr_finder
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(
-        settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    try:
+        device = resolve_device(str(settings.device))
+    except ValueError as err:
+        raise ConfigError(f"lr_finder.device={settings.device}: {err}") from err
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    net = instantiate(cfg.model.net)
-    module = instantiate(
-        cfg.model,
-        net=net,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        _recursive_=False,
-    )
-    optimizer_factory = instantiate(cfg.optimizer)
+    module = build_module(cfg)
     groups = build_param_groups(module.net, float(settings.start_lr), float(cfg.model.flow_lr_scale))
-    optimizer = optimizer_factory(params=groups)
+    optimizer = module.optimizer_factory(params=groups)
 
     finder = LRFinder(module.net, optimizer, _LossOnly(module.loss), device=device)
     with _ratio_keeping_schedule():
@@ -143,7 +138,8 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     ax.legend()
     fig.tight_layout()
     plot_path = out_dir / "lr_finder.png"
-    fig.savefig(plot_path, dpi=100)
+    with atomic_destination(plot_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
     overrides = {
@@ -151,7 +147,8 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
         "scheduler": {"scheduler": {"max_lr": float(f"{max_lr:.3g}")}},
     }
     yaml_path = out_dir / "lr_overrides.yaml"
-    yaml_path.write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    with atomic_destination(yaml_path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
     logger.info("suggested lr %.3g, max_lr for OneCycle %.3g", lr, max_lr)
     logger.info("plot: %s, overrides: %s", plot_path, yaml_path)
     logger.info(

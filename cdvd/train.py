@@ -57,11 +57,10 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    """The data module, the LightningModule and the trainer of a composed config."""
-    datamodule = instantiate(cfg.data)
+def build_module(cfg: DictConfig) -> pl.LightningModule:
+    """The LightningModule of a composed config: network, loss, optimiser and scheduler factories."""
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    model = instantiate(
+    return instantiate(
         cfg.model,
         net=instantiate(cfg.model.net),
         loss=instantiate(cfg.loss),
@@ -69,6 +68,12 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
         scheduler=scheduler,
         _recursive_=False,
     )
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """The data module, the LightningModule and the trainer of a composed config."""
+    datamodule = instantiate(cfg.data)
+    model = build_module(cfg)
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if not loggers:  # nothing to log the learning rate to (logger=none)
