@@ -37,6 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cdvd.data.io import IMAGE_EXTENSIONS, DataError, list_frames, read_rgb, read_video, write_rgb
+from cdvd.metrics import psnr_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -232,11 +233,6 @@ def _render_still(
     return blurry, sharp
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "video"
 
@@ -359,7 +355,7 @@ def synthesize(
                     blur = _jpeg(blur, jpeg_quality)
                 write_rgb(staging / "blur" / name / f"{k:05d}.png", blur)
                 write_rgb(staging / "gt" / name / f"{k:05d}.png", gt)
-                psnrs.append(_psnr(blur, gt))
+                psnrs.append(psnr_uint8(blur, gt, crop_border=0))
             info["psnr_blur_db"] = round(float(np.mean(psnrs)), 3)
             summaries.append(info)
             logger.info(

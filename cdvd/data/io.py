@@ -34,8 +34,11 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
 
 
 def has_frames(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` (an existing folder) holds an image file directly inside it."""
-    return any(_is_image(p) for p in Path(folder).iterdir())
+    """Whether ``folder`` holds an image file directly inside it (False for a missing or unreadable folder)."""
+    try:
+        return any(_is_image(p) for p in Path(folder).iterdir())
+    except OSError:
+        return False
 
 
 def _is_image(path: Path) -> bool:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdvd.data.io import IMAGE_EXTENSIONS, DataError, image_size, list_frames, natural_key
+from cdvd.data.io import DataError, has_frames, image_size, list_frames, natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ def _subdirs(folder: Path) -> list[Path]:
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: natural_key(p.name),
     )
-
-
-def _has_images(folder: Path) -> bool:
-    try:
-        return any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.iterdir())
-    except OSError:
-        return False
 
 
 def _first_existing(parent: Path, names: tuple[str, ...]) -> Path | None:
@@ -271,15 +264,15 @@ def _match_layout(folder: Path) -> str | None:
         return None
     names = {p.name for p in children}
     for blur_name in _FOLDER_BLUR:
-        if blur_name in names and any(_has_images(v) for v in _subdirs(folder / blur_name)):
+        if blur_name in names and any(has_frames(v) for v in _subdirs(folder / blur_name)):
             return "folder"
     for child in children:
-        if child.name.endswith("_blur") and any(_has_images(v) for v in _subdirs(child)):
+        if child.name.endswith("_blur") and any(has_frames(v) for v in _subdirs(child)):
             return "reds"
     for child in children:
-        if any(_has_images(child / n) for n in ("blur", "blur_gamma")):
+        if any(has_frames(child / n) for n in ("blur", "blur_gamma")):
             return "gopro"
-        if any(_has_images(child / n) for n in _DVD_BLUR):
+        if any(has_frames(child / n) for n in _DVD_BLUR):
             return "dvd"
     return None
 
