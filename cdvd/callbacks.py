@@ -13,7 +13,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from cdvd.checkpoints import atomic_torch_save
 from cdvd.data.io import write_rgb
-from cdvd.inference import to_uint8
+from cdvd.metrics import to_uint8
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from cdvd.atomic import atomic_destination
+from cdvd.errors import UserError
 from cdvd.models.cdvd_tsp import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def architecture(model: CDVDTSP) -> dict[str, Any]:
     return {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be loaded as asked; the message names the file and what is wrong."""
 
 

@@ -3,8 +3,8 @@
 The protocol: outputs are rounded to uint8 (clip to [0, 1], x255, round), both images are cropped by 4 pixels
 at every border, PSNR is taken on the RGB values and SSIM is Wang et al.'s with an 11x11 Gaussian window
 (sigma 1.5), constants (0.01 * 255)^2 and (0.03 * 255)^2, 'valid' filtering (no padding), averaged over the
-three channels. Scores are per frame; a video's score is the mean of its frames' and the total is the mean
-over all frames of all videos (:class:`MetricAccumulator`).
+three channels. Scores are per frame; how they add up to a video's and a dataset's score, and which frames and
+borders count, is :mod:`cdvd.protocol`.
 
 The torch functions work on any device and are batched per frame, so a LightningModule's validation step can
 call them directly; :func:`psnr_uint8` and :func:`ssim_uint8` take the uint8 HWC images that the CLI reads.
@@ -12,13 +12,11 @@ call them directly; :func:`psnr_uint8` and :func:`ssim_uint8` take the uint8 HWC
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cdvd import protocol
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -55,6 +53,11 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return (images.detach().to(_work_dtype(images.device)).clamp(0, 1) * 255.0).round()
 
 
+def to_uint8(frame: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the levels the metrics score."""
+    return quantize(frame).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def _crop(images: torch.Tensor, crop_border: int) -> torch.Tensor:
     if crop_border == 0:
         return images
@@ -66,19 +69,20 @@ def _as_float32(values: torch.Tensor, keep_precision: bool) -> torch.Tensor:
 
 
 def psnr_protocol(
-    pred: torch.Tensor, target: torch.Tensor, crop_border: int = 4, *, keep_precision: bool = False
+    pred: torch.Tensor, target: torch.Tensor, crop_border: int | None = None, *, keep_precision: bool = False
 ) -> torch.Tensor:
     """PSNR in dB of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
 
     Args:
         pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
         target: (B, 3, H, W) float RGB in [0, 1].
-        crop_border: pixels left out at every border (the published tables: 4).
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
         keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
 
     Returns:
         (B,) PSNR in dB (``inf`` for identical frames), float32, on the inputs' device.
     """
+    crop_border = protocol.crop_border(crop_border)
     _check_pair(pred, target, crop_border)
     x = _crop(quantize(pred), crop_border)
     y = _crop(quantize(target), crop_border)
@@ -103,7 +107,7 @@ def _filter_valid(images: torch.Tensor, kernel_1d: torch.Tensor) -> torch.Tensor
 
 
 def ssim_protocol(
-    pred: torch.Tensor, target: torch.Tensor, crop_border: int = 4, *, keep_precision: bool = False
+    pred: torch.Tensor, target: torch.Tensor, crop_border: int | None = None, *, keep_precision: bool = False
 ) -> torch.Tensor:
     """SSIM of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
 
@@ -113,12 +117,13 @@ def ssim_protocol(
     Args:
         pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
         target: (B, 3, H, W) float RGB in [0, 1].
-        crop_border: pixels left out at every border (the published tables: 4).
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
         keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
 
     Returns:
         (B,) SSIM in [-1, 1], float32, on the inputs' device.
     """
+    crop_border = protocol.crop_border(crop_border)
     _check_pair(pred, target, crop_border)
     x = _crop(quantize(pred), crop_border)
     y = _crop(quantize(target), crop_border)
@@ -141,94 +146,23 @@ def _hwc_to_batch(image: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(torch.float64) / 255.0
 
 
-def psnr_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int = 4) -> float:
+def psnr_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = None) -> float:
     """:func:`psnr_protocol` of one pair of uint8 images.
 
     Args:
         pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
     """
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(psnr_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
 
 
-def ssim_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int = 4) -> float:
+def ssim_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = None) -> float:
     """:func:`ssim_protocol` of one pair of uint8 images.
 
     Args:
         pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
     """
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(ssim_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
-
-
-def _values(values: float | Iterable[float] | torch.Tensor | np.ndarray) -> list[float]:
-    if isinstance(values, torch.Tensor | np.ndarray):
-        return [float(v) for v in values.reshape(-1).tolist()]
-    if isinstance(values, Iterable):
-        return [float(v) for v in values]
-    return [float(values)]
-
-
-@dataclass
-class VideoScore:
-    """Mean PSNR/SSIM of one video over ``frames`` frames."""
-
-    psnr: float
-    ssim: float
-    frames: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "frames": self.frames}
-
-
-@dataclass
-class MetricAccumulator:
-    """Per-frame PSNR/SSIM collected per video.
-
-    A video's score is the mean over its frames; :meth:`total` is the mean over all frames of all videos (not
-    the mean of the video means), as in the published tables. An infinite PSNR (identical frames) is kept as
-    it is and makes the mean infinite.
-    """
-
-    _psnr: dict[str, list[float]] = field(default_factory=dict)
-    _ssim: dict[str, list[float]] = field(default_factory=dict)
-
-    def update(
-        self,
-        video: str,
-        psnr: float | Iterable[float] | torch.Tensor,
-        ssim: float | Iterable[float] | torch.Tensor,
-    ) -> None:
-        """Add one frame's (or several frames') scores to ``video``."""
-        psnrs, ssims = _values(psnr), _values(ssim)
-        if len(psnrs) != len(ssims):
-            raise ValueError(f"got {len(psnrs)} PSNR values and {len(ssims)} SSIM values")
-        self._psnr.setdefault(video, []).extend(psnrs)
-        self._ssim.setdefault(video, []).extend(ssims)
-
-    @property
-    def videos(self) -> list[str]:
-        return list(self._psnr)
-
-    def video(self, name: str) -> VideoScore:
-        psnr, ssim = self._psnr[name], self._ssim[name]
-        n = len(psnr)
-        return VideoScore(math.fsum(psnr) / n if n else math.nan, math.fsum(ssim) / n if n else math.nan, n)
-
-    def per_video(self) -> dict[str, VideoScore]:
-        return {name: self.video(name) for name in self._psnr}
-
-    def total(self) -> VideoScore:
-        psnr = [v for values in self._psnr.values() for v in values]
-        ssim = [v for values in self._ssim.values() for v in values]
-        n = len(psnr)
-        return VideoScore(math.fsum(psnr) / n if n else math.nan, math.fsum(ssim) / n if n else math.nan, n)
-
-    def as_dict(self) -> dict[str, object]:
-        """``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {"psnr", "ssim", "frames"}}``."""
-        return {
-            "videos": {name: score.as_dict() for name, score in self.per_video().items()},
-            "total": self.total().as_dict(),
-        }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference_weights import reference_state_dict
+from helpers.reference import reference_state_dict
 
 import cdvd
 from cdvd.checkpoints import (

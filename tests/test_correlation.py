@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_weights import reference_clip, reference_expected, reference_state_dict
+from helpers.reference import reference_clip, reference_expected, reference_state_dict
 
 import cdvd
 from cdvd.models.correlation import MAX_DISPLACEMENT, NUM_DISPLACEMENTS, correlation, correlation_torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_helpers import SIZE, encoded_frame, make_tree, write_video
+from helpers.data import SIZE, encoded_frame, make_tree, write_video
 
 from cdvd.data import (
     DataError,
@@ -13,7 +13,6 @@ from cdvd.data import (
     discover_videos,
     draw_augment,
     image_size,
-    paper_centres,
     reflect_index,
     window_indices,
     write_rgb,
@@ -221,10 +220,13 @@ def test_window_indices_bad_arguments():
     assert [reflect_index(i, 3) for i in range(-4, 5)] == [0, 1, 2, 1, 0, 1, 2, 1, 0]
 
 
-def test_paper_centres():
-    assert list(paper_centres(10)) == [2, 3, 4, 5, 6, 7]
-    assert list(paper_centres(5)) == [2]
-    assert list(paper_centres(4)) == []
+def test_scored_frames():
+    from cdvd.protocol import scored_frames
+
+    assert list(scored_frames(10, "all")) == list(range(10))
+    assert list(scored_frames(10)) == [2, 3, 4, 5, 6, 7]
+    assert list(scored_frames(5)) == [2]
+    assert list(scored_frames(4)) == []
 
 
 def test_augment_covers_the_dihedral_group():

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
-from data_helpers import GT_OFFSET, SIZE, decode, make_tree, write_video
+from helpers.cli import compose_config
+from helpers.data import GT_OFFSET, SIZE, decode, make_tree, write_video
 from hydra.utils import instantiate
 
 from cdvd.data import DataError, DeblurDataModule, TrainClipDataset, discover_videos

@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, console_script
+from helpers.cli import compose_config, console_script
 from skimage.metrics import structural_similarity
 
 from cdvd.checkpoints import save_original
+from cdvd.cli.deblur import run_deblur
+from cdvd.cli.evaluate import run_eval
 from cdvd.data.io import read_rgb, write_rgb
-from cdvd.deblur import UsageError, build_deblurrer, run_deblur, tile_from_config
-from cdvd.evaluate import run_eval
+from cdvd.errors import ConfigError
 from cdvd.inference import TileSpec
+from cdvd.inference.settings import build_deblurrer, deblur_settings
 from cdvd.models import CDVDTSP
 
 
@@ -94,14 +96,23 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
 
 def test_deblur_config_keys(checkpoint: Path) -> None:
     cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "streaming=false"])
-    engine = build_deblurrer(cfg)
+    engine = build_deblurrer(deblur_settings(cfg))
     assert engine.tile is None and not engine.streaming and engine.precision == "fp32"
     assert engine.model.n_feat == 4 and engine.device.type == "cpu"
     cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "tile.size=32", "tile.overlap=8"])
-    assert build_deblurrer(cfg).tile == TileSpec(32, 8) and build_deblurrer(cfg).streaming
-    assert tile_from_config(None) is None and tile_from_config(64) == TileSpec(64, 16)
-    with pytest.raises(UsageError, match="tile"):
-        tile_from_config({"size": 30, "overlap": 8})
+    engine = build_deblurrer(deblur_settings(cfg))
+    assert engine.tile == TileSpec(32, 8) and engine.streaming
+    cfg.tile = 64  # the short form: a size, a sixteenth of it as overlap
+    assert deblur_settings(cfg).tile_spec() == TileSpec(64, 16)
+    cfg.tile = None
+    assert deblur_settings(cfg).tile_spec() is None
+    cfg.tile = {"size": 30, "overlap": 8}
+    with pytest.raises(ConfigError, match="tile"):
+        deblur_settings(cfg)
+    cfg.tile = {"size": 32, "overlap": 8}
+    cfg.streaming = "maybe"
+    with pytest.raises(ConfigError, match="streaming"):
+        deblur_settings(cfg)
 
 
 def numpy_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import console_script
+from helpers.cli import console_script
 
 # a tiny dataset and two batches: the demo's wiring, not its result
 SHORT_TRAINING = (

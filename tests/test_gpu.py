@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train, run_command, smoke_cli_args
+from helpers.cli import compose_train, run_command, smoke_cli_args
 
-from cdvd.inference import VideoDeblurrer, to_uint8
+from cdvd.inference import VideoDeblurrer
+from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
-from cdvd.train import train
+from cdvd.training import train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,18 +13,17 @@ import torch
 
 from cdvd.data.clips import reflect_index, window_indices
 from cdvd.data.io import DataError, read_rgb, write_rgb
+from cdvd.data.sources import VideoSource, discover_sources
+from cdvd.devices import autocast_context
 from cdvd.inference import (
     TileSpec,
     VideoDeblurrer,
-    VideoSource,
-    autocast_context,
     deblur_videos,
-    discover_sources,
     extended_positions,
     tile_regions,
     tile_weights,
-    to_uint8,
 )
+from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -204,7 +203,7 @@ def test_tiled_deviation_is_small(tiny_model: CDVDTSP) -> None:
 def test_precision_and_device_checks() -> None:
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         autocast_context(torch.device("cpu"), "fp16")
-    with pytest.raises(ValueError, match="unknown precision"):
+    with pytest.raises(ValueError, match="precision=fp8: expected one of"):
         VideoDeblurrer(StubNet(), device="cpu", precision="fp8")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):

@@ -11,13 +11,13 @@ from scipy.signal import convolve2d
 from skimage.metrics import structural_similarity
 
 from cdvd.metrics import (
-    MetricAccumulator,
     psnr_protocol,
     psnr_uint8,
     quantize,
     ssim_protocol,
     ssim_uint8,
 )
+from cdvd.protocol import MetricAccumulator
 
 
 def numpy_psnr(pred: np.ndarray, target: np.ndarray, crop: int = 4) -> float:

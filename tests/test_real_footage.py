@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import console_script, run_command
+from helpers.cli import console_script, run_command
 
 from cdvd.checkpoints import ARCH_KEY, architecture
 from cdvd.data.io import list_frames, read_rgb, read_video
-from cdvd.inference import VideoDeblurrer, to_uint8
+from cdvd.inference import VideoDeblurrer
+from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
 
 REAL = Path(__file__).parent / "fixtures" / "real"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_weights import reference_clip, reference_expected, reference_state_dict
+from helpers.reference import reference_clip, reference_expected, reference_state_dict
 
 import cdvd
 from cdvd.models import CDVDTSP

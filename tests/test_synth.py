@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import cdvd.synth as synth
+import cdvd.data.synthetic as synth
 from cdvd.data import DataError, detect_layout, discover_videos, read_rgb, write_rgb
 
 SMALL = {"n_videos": 2, "n_frames": 3, "size": 48, "sub_frames": 5}
@@ -167,7 +167,7 @@ def test_bad_settings(tmp_path, kwargs, message):
 
 def cli() -> list[str]:
     exe = Path(sys.executable).with_name("cdvd-synth")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cdvd.synth"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cdvd.cli.synth"]
 
 
 def test_cli(tmp_path):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, compose_train, console_script, run_command, smoke_cli_args
+from helpers.cli import compose_config, compose_train, console_script, run_command, smoke_cli_args
 
 import cdvd
 from cdvd.lit_module import DeblurModule, build_param_groups
 from cdvd.losses import L1HEMLoss
 from cdvd.models import CDVDTSP
-from cdvd.train import ConfigError, check_config, train
+from cdvd.training import ConfigError, check_config, train
 
 
 def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
@@ -124,7 +124,7 @@ def _eval_config(overrides: list[str]):  # noqa: ANN202 - DictConfig
 
 def test_validation_scores_agree_with_cdvd_eval(smoke_overrides: list[str], tiny_dataset: Path, tmp_path: Path) -> None:
     """The PSNR/SSIM that validation logs are what cdvd-eval reports on the same frames and checkpoint."""
-    from cdvd.evaluate import run_eval
+    from cdvd.cli.evaluate import run_eval
 
     cfg = compose_train(
         [
@@ -234,7 +234,7 @@ def test_bad_data_root_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path: Path) -> None:
-    from cdvd.find_lr import find_lr
+    from cdvd.lr_finder import find_lr
 
     overrides = [o for o in smoke_overrides if not o.startswith("~callbacks")]
     cfg = compose_config(
@@ -250,11 +250,11 @@ def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path:
 
 
 def test_find_lr_keeps_the_flow_group_ratio() -> None:
-    from cdvd.find_lr import _RatioKeepingExponentialLR
+    from cdvd.lr_finder import RatioKeepingExponentialLR
 
     net = CDVDTSP(n_feat=4, n_resblock=1)
     optimizer = torch.optim.Adam(build_param_groups(net, 1e-6, 0.1))
-    schedule = _RatioKeepingExponentialLR(optimizer, end_lr=1e-2, num_iter=5)
+    schedule = RatioKeepingExponentialLR(optimizer, end_lr=1e-2, num_iter=5)
     for _ in range(4):
         optimizer.step()
         schedule.step()

@@ -46,12 +46,6 @@ def window_indices(center: int, length: int, n_frames: int) -> list[int]:
     return [reflect_index(i, n_frames) for i in range(start, start + length)]
 
 
-def paper_centres(n_frames: int, length: int = 5) -> range:
-    """Centre frames that have a full window inside the video (the published tables' frames: 2..n-3)."""
-    half = length // 2
-    return range(half, n_frames - (length - 1 - half))
-
-
 def random_crop_box(height: int, width: int, patch: int, rng: np.random.Generator) -> tuple[int, int]:
     """Top-left corner of a ``patch`` x ``patch`` crop drawn uniformly inside a (height, width) frame."""
     if patch > height or patch > width:

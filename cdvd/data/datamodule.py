@@ -12,9 +12,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cdvd.data.datasets import VAL_FRAMES, TrainClipDataset, WindowDataset
+from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
+from cdvd.protocol import CLIP_LENGTH, check_frame_set
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class DeblurDataModule(pl.LightningDataModule):
             all.
         seed: seeds the order of the training clips and their crops; ``None``: from the global seed
             (``seed_everything``).
-        synthesize: where the dataset root is missing, make it first with :func:`cdvd.synth.synthesize`:
+        synthesize: where the dataset root is missing, make it first with :func:`cdvd.data.synthetic.synthesize`:
             a mapping ``{"train": {...settings}, "val": {...settings}}`` (``folder`` layout only).
         check_sizes: read every frame's header at setup and fail early on frames of different sizes.
 
@@ -76,7 +77,7 @@ class DeblurDataModule(pl.LightningDataModule):
         train_split: str | None = "train",
         val_split: str | None = "val",
         blur_gamma: bool = False,
-        clip_length: int = 5,
+        clip_length: int = CLIP_LENGTH,
         patch_size: int | None = 256,
         augment: bool = True,
         n_frames_per_video: int | None = 200,
@@ -97,8 +98,10 @@ class DeblurDataModule(pl.LightningDataModule):
         super().__init__()
         if layout not in (*LAYOUTS, "auto"):
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or auto, instead got {layout!r}")
-        if val_frames not in VAL_FRAMES:
-            raise ValueError(f"val_frames must be one of {', '.join(VAL_FRAMES)}, instead got {val_frames!r}")
+        try:
+            check_frame_set(val_frames)
+        except ValueError as err:
+            raise ValueError(f"val_{err}") from err
         if samples_per_epoch is not None and batches_per_epoch is not None:
             raise ValueError("set samples_per_epoch or batches_per_epoch, not both")
         for name, value in (
@@ -164,7 +167,7 @@ class DeblurDataModule(pl.LightningDataModule):
         """Make the synthetic splits that are missing (runs on one process per node under DDP)."""
         if not self.synthesize:
             return
-        from cdvd.synth import synthesize
+        from cdvd.data.synthetic import synthesize
 
         for kind in ("train", "val"):
             settings = self.synthesize.get(kind)

@@ -15,16 +15,14 @@ from cdvd.data.clips import (
     apply_augment,
     draw_augment,
     frames_to_tensor,
-    paper_centres,
     random_crop_box,
     window_indices,
 )
 from cdvd.data.io import DataError, read_rgb
 from cdvd.data.layouts import VideoPair
+from cdvd.protocol import CLIP_LENGTH, check_frame_set, scored_frames
 
 logger = logging.getLogger(__name__)
-
-VAL_FRAMES = ("paper", "all")
 
 
 class FrameReader:
@@ -92,7 +90,7 @@ class TrainClipDataset(Dataset):
         self,
         videos: Sequence[VideoPair],
         *,
-        clip_length: int = 5,
+        clip_length: int = CLIP_LENGTH,
         patch_size: int | None = 256,
         augment: bool = True,
         length: int | None = None,
@@ -191,18 +189,17 @@ class WindowDataset(Dataset):
         self,
         videos: Sequence[VideoPair],
         *,
-        clip_length: int = 5,
+        clip_length: int = CLIP_LENGTH,
         frames: str = "paper",
         cache_frames: bool = False,
     ) -> None:
-        if frames not in VAL_FRAMES:
-            raise ValueError(f"frames must be one of {', '.join(VAL_FRAMES)}, instead got {frames!r}")
+        check_frame_set(frames)
         self.videos = list(videos)
         self.clip_length = clip_length
         self.frames = frames
         self.items: list[tuple[int, int]] = []
         for v, video in enumerate(self.videos):
-            centres = paper_centres(len(video), clip_length) if frames == "paper" else range(len(video))
+            centres = scored_frames(len(video), frames, clip_length)
             if not centres:
                 logger.warning(
                     "video %s has %d frames, fewer than the %d of a full window: it gives no frame "

@@ -10,12 +10,13 @@ import cv2
 import numpy as np
 
 from cdvd.atomic import atomic_destination
+from cdvd.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file or folder and what is wrong."""
 
 

@@ -1,33 +1,20 @@
-"""``cdvd-train``: train CDVD-TSP from one composed Hydra config.
-
-cdvd-train experiment=smoke
-cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
-cdvd-train -m experiment=smoke optimizer.lr=1e-4,3e-4
-"""
+"""Training from one composed Hydra config: checks, the objects it builds, and the run (``cdvd-train``'s core)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from cdvd.checkpoints import CheckpointError, load_model, save_original
-from cdvd.data.io import DataError
+from cdvd.checkpoints import load_model, save_original
+from cdvd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-CONFIG_PATH = "pkg://cdvd.configs"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names it."""
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -102,23 +89,3 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if best:
             logger.info("best checkpoint: %s", best)
     return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer}
-
-
-def run_cli(task: Any, cfg: DictConfig) -> Any:
-    """Run ``task(cfg)``; a user's mistake (bad data, checkpoint or setting) is one line on stderr and exit 2."""
-    try:
-        return task(cfg)
-    except (DataError, CheckpointError, ConfigError) as err:
-        logger.error("%s", err)
-        sys.exit(2)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics, _ = run_cli(train, cfg)
-    # the value a sweeper optimises
-    return metrics.get("val/psnr_best", metrics.get("val/psnr"))
-
-
-if __name__ == "__main__":
-    main()

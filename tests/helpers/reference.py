@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FIXTURE = Path(__file__).parent / "fixtures" / "reference_case_a"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "reference_case_a"
 
 
 def deterministic_tensor(key: str, shape: list[int], salt: int = 0) -> torch.Tensor:

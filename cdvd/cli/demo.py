@@ -24,11 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from cdvd.checkpoints import load_model
+from cdvd.cli.common import CONFIG_PATH, run_cli
 from cdvd.data.io import list_frames
-from cdvd.evaluate import evaluate_pairs
-from cdvd.inference import VideoDeblurrer, deblur_videos, discover_sources
-from cdvd.synth import synthesize
-from cdvd.train import CONFIG_PATH, run_cli, train
+from cdvd.data.sources import discover_sources
+from cdvd.data.synthetic import synthesize
+from cdvd.evaluation import evaluate_pairs
+from cdvd.inference import VideoDeblurrer, deblur_videos
+from cdvd.training import train
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="demo")
 def main(cfg: DictConfig) -> float:
-    summary = run_cli(run_demo, cfg)
+    summary = run_cli(run_demo, cfg, "cdvd-demo")
     return float(summary["gain_db"])
 
 

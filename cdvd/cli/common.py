@@ -1,0 +1,47 @@
+"""What every console script shares: where the configs are, and how a user's mistake ends the process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from cdvd.errors import UserError
+
+CONFIG_PATH = "pkg://cdvd.configs"
+"""The Hydra configs, shipped inside the package (``configs/`` in a checkout, ``cdvd/configs`` in a wheel)."""
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """End the process with ``prog: error: message`` as the one line on stderr."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
+    """Run ``task(cfg)``; a user's mistake is one line on stderr and exit 2, Ctrl-C one line and exit 130.
+
+    A :class:`cdvd.errors.UserError` (bad data, checkpoint or setting; the message names it) and an OmegaConf error
+    (a setting of the wrong type, a missing key) are the user's; anything else is a bug and keeps its traceback.
+    """
+    try:
+        return task(cfg)
+    except UserError as err:
+        logger.debug("user error", exc_info=True)
+        fail(prog, str(err))
+    except OmegaConfBaseException as err:
+        fail(prog, f"bad setting: {err}".replace("\n", "; "))
+    except KeyboardInterrupt:
+        fail(prog, "interrupted (finished outputs are kept; rerun the same command to resume)", EXIT_INTERRUPTED)

@@ -1,0 +1,89 @@
+"""``cdvd-deblur``: deblur videos with a trained CDVD-TSP checkpoint.
+
+    cdvd-deblur input=blurry/ output=deblurred/ checkpoint=CDVD_TSP_DVD_Convergent.pt
+    cdvd-deblur input=clip.mp4 output=clip_sharp.mp4 checkpoint=model.ckpt device=cuda precision=bf16
+    cdvd-deblur input=/data/DVD output=results/ checkpoint=model.pt tile.size=512 tile.overlap=64
+
+``input`` is a video file, a folder of frames, a folder of videos or a dataset root (its ``split``, blurry
+frames only). Paths are taken relative to the directory the command runs in. Rerunning skips frames already
+written. See :mod:`cdvd.inference` for the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.data.sources import discover_sources
+from cdvd.errors import ConfigError
+from cdvd.inference.runner import deblur_videos, is_video_output
+from cdvd.inference.settings import DeblurSettings, build_deblurrer, deblur_settings
+from cdvd.runtime import reuse_freed_memory
+
+logger = logging.getLogger(__name__)
+
+
+def check_paths(settings: DeblurSettings) -> tuple[Path, Path]:
+    """``(input, output)``, both given and the input present."""
+    if not settings.input:
+        raise ConfigError(
+            "no input given: pass input=PATH (a video file, a folder of frames, a folder of videos or a dataset root)"
+        )
+    if not settings.output:
+        raise ConfigError("no output given: pass output=DIR (one folder of PNG frames per video) or output=FILE.mp4")
+    input_path = Path(settings.input)
+    if not input_path.exists():
+        raise ConfigError(f"input not found: {input_path} (pass input=PATH of a video, frames or a dataset)")
+    return input_path, Path(settings.output)
+
+
+def run_deblur(cfg: DictConfig) -> dict[str, Any]:
+    """Deblur ``cfg.input`` into ``cfg.output`` with ``cfg.checkpoint``.
+
+    Everything is checked (input found, checkpoint loaded, settings valid) before anything is written.
+
+    Returns:
+        ``{"output", "videos": [per-video report], "written", "skipped"}``.
+
+    Raises:
+        UserError: the user's mistakes, with the key or file named.
+    """
+    settings = deblur_settings(cfg)
+    input_path, output = check_paths(settings)
+    sources = discover_sources(input_path, split=settings.split)
+    if is_video_output(output) and len(sources) != 1:
+        raise ConfigError(f"output={output} is a video file but {input_path} holds {len(sources)} videos")
+    deblurrer = build_deblurrer(settings)
+    if settings.reuse_memory:
+        reuse_freed_memory()
+    logger.info(
+        "deblurring %d video(s) from %s into %s on %s (%s, %s)",
+        len(sources),
+        input_path,
+        output,
+        deblurrer.device,
+        deblurrer.precision,
+        "streaming" if deblurrer.streaming else "per window",
+    )
+    reports = deblur_videos(deblurrer, sources, output, progress=settings.progress, fps=settings.fps)
+    return {
+        "output": str(output),
+        "videos": [r.as_dict() for r in reports],
+        "written": sum(r.written for r in reports),
+        "skipped": sum(r.skipped for r in reports),
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="deblur")
+def main(cfg: DictConfig) -> None:
+    summary = run_cli(run_deblur, cfg, "cdvd-deblur")
+    logger.info("%d frames written, %d skipped: %s", summary["written"], summary["skipped"], summary["output"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""``cdvd-eval``: PSNR and SSIM of deblurred videos with the published protocol (:mod:`cdvd.protocol`).
+
+    cdvd-eval results=deblurred/ gt=/data/DVD [output=metrics.json] [frames=paper|all]
+    cdvd-eval input=/data/DVD checkpoint=CDVD_TSP_DVD_Convergent.pt      # deblur, then score
+
+``results`` holds one folder of frames per video (as ``cdvd-deblur`` writes them); ``gt`` is a dataset root in
+a supported layout (its ``split``), a folder of per-video frame folders, or one folder of frames. Result
+frames are matched to GT frames by name (the stem: ``00012.png`` scores against ``00012.jpg``).
+``frames=paper`` (default) leaves out the first and last 2 frames of each video, as the published tables did;
+``frames=all`` scores every frame. A video's score is the mean over its frames; the total is the mean over all
+frames of all videos. The scores go to the terminal (a table), to ``output`` (JSON) and to a CSV beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.data.io import has_frames
+from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos
+from cdvd.errors import ConfigError
+from cdvd.evaluation import evaluate_pairs
+from cdvd.inference.runner import deblur_videos
+from cdvd.inference.settings import EvalSettings, build_deblurrer, eval_settings
+from cdvd.protocol import crop_border, write_report
+from cdvd.runtime import reuse_freed_memory
+
+logger = logging.getLogger(__name__)
+
+
+def print_table(report: Mapping[str, Any], title: str = "PSNR / SSIM") -> None:
+    """The per-video and total scores as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("video")
+    table.add_column("frames", justify="right")
+    table.add_column("PSNR (dB)", justify="right")
+    table.add_column("SSIM", justify="right")
+    for name, score in report["videos"].items():
+        table.add_row(name, str(score["frames"]), f"{score['psnr']:.3f}", f"{score['ssim']:.4f}")
+    total = report["total"]
+    table.add_section()
+    table.add_row("total", str(total["frames"]), f"{total['psnr']:.3f}", f"{total['ssim']:.4f}", style="bold")
+    Console().print(table)
+
+
+def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str, list[Path]] | None]:
+    """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
+    input_path = Path(settings.input or "")
+    if not input_path.exists():
+        raise ConfigError(f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)")
+    if not settings.checkpoint:
+        raise ConfigError("input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)")
+    gt_videos = None
+    if settings.gt is None:
+        if input_path.is_file() or has_frames(input_path):
+            raise ConfigError(f"{input_path} holds no ground truth: pass gt=DIR")
+        pairs = layout_videos(input_path, settings.split, require_gt=True)
+        if not pairs:
+            raise ConfigError(f"cannot find ground truth in {input_path}: pass gt=DIR")
+        gt_videos = {pair.name: list(pair.gt) for pair in pairs}
+    results = Path(settings.results) if settings.results else output.parent / "results"
+    sources = discover_sources(input_path, split=settings.split)
+    deblurrer = build_deblurrer(settings)
+    if settings.reuse_memory:
+        reuse_freed_memory()
+    deblur_videos(deblurrer, sources, results, progress=settings.progress)
+    return results, gt_videos
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.results`` against ``cfg.gt``, deblurring ``cfg.input`` with ``cfg.checkpoint`` first if given.
+
+    Returns:
+        ``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {...}, "frames_set", "crop_border"}``.
+
+    Raises:
+        UserError: the user's mistakes, naming the key or file.
+    """
+    settings = eval_settings(cfg)
+    output = Path(settings.output or "metrics.json")
+    gt_videos = None
+    if settings.input:
+        results, gt_videos = _deblur_first(settings, output)
+    elif not settings.results:
+        raise ConfigError("nothing to score: pass results=DIR gt=DIR, or input=DIR checkpoint=PATH")
+    else:
+        results = Path(settings.results)
+    if not results.is_dir():
+        raise ConfigError(f"results not found: {results} (pass results=DIR of deblurred frames)")
+    if settings.gt is not None:
+        if not Path(settings.gt).exists():
+            raise ConfigError(f"gt not found: {settings.gt} (pass gt=DIR of sharp frames or a dataset root)")
+        gt_videos = frame_folders(settings.gt, settings.split, gt=True)
+    elif gt_videos is None:
+        raise ConfigError("no ground truth given: pass gt=DIR (sharp frames or a dataset root)")
+
+    pairs = pair_videos(frame_folders(results, settings.split), gt_videos)
+    border = crop_border(settings.crop_border)
+    accumulator = evaluate_pairs(pairs, frames=settings.frames, border=border, progress=settings.progress)
+    report: dict[str, Any] = accumulator.as_dict()
+    report["frames_set"] = settings.frames
+    report["crop_border"] = border
+    json_path, csv_path = write_report(report, output)
+    print_table(report, title=f"{results} vs GT (frames={settings.frames})")
+    logger.info("metrics written to %s and %s", json_path, csv_path)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+def main(cfg: DictConfig) -> float:
+    report = run_cli(run_eval, cfg, "cdvd-eval")
+    return float(report["total"]["psnr"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""``cdvd-train``: train CDVD-TSP from one composed Hydra config (:mod:`cdvd.training`).
+
+cdvd-train experiment=smoke
+cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
+cdvd-train -m experiment=smoke optimizer.lr=1e-4,3e-4
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.training import train
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = run_cli(train, cfg, "cdvd-train")
+    # the value a sweeper optimises
+    return metrics.get("val/psnr_best", metrics.get("val/psnr"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Scoring deblurred frames against ground truth with the protocol of :mod:`cdvd.protocol` (``cdvd-eval``'s core).
+
+Result frames are matched to GT frames by name (the stem: ``00012.png`` scores against ``00012.jpg``); which GT
+frames are scored, and the border left out, are the protocol's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cdvd.data.io import DataError, read_rgb
+from cdvd.metrics import psnr_uint8, ssim_uint8
+from cdvd.protocol import MetricAccumulator, crop_border, scored_frames
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_pairs(
+    pairs: Mapping[str, tuple[Sequence[Path], Sequence[Path]]],
+    *,
+    frames: str = "paper",
+    border: int | None = None,
+    progress: bool = False,
+) -> MetricAccumulator:
+    """Score every video: each scored GT frame against the result frame of the same stem.
+
+    Args:
+        pairs: ``{video: (result frames, GT frames)}``.
+        frames: the frame set of :func:`cdvd.protocol.scored_frames` (``paper`` or ``all``).
+        border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        progress: show a rich progress bar.
+
+    Raises:
+        DataError: a result frame is missing, or its size differs from the GT frame's; the file is named.
+    """
+    border = crop_border(border)
+    accumulator = MetricAccumulator()
+    jobs = []
+    for name, (result_frames, gt_frames) in pairs.items():
+        by_stem = {p.stem: p for p in result_frames}
+        selected = [gt_frames[i] for i in scored_frames(len(gt_frames), frames)]
+        if not selected:
+            logger.warning("%s: %d frames, none scored with frames=%s", name, len(gt_frames), frames)
+        folder = result_frames[0].parent if result_frames else Path("?")
+        for gt_path in selected:
+            result = by_stem.get(gt_path.stem)
+            if result is None:
+                raise DataError(f"result frame missing: {folder / (gt_path.stem + '.png')} (for GT {gt_path})")
+            jobs.append((name, result, gt_path))
+        accumulator.update(name, [], [])
+
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress()
+        task = bar.add_task("scoring", total=len(jobs))
+        bar.start()
+    try:
+        for name, result, gt_path in jobs:
+            pred, target = read_rgb(result), read_rgb(gt_path)
+            if pred.shape != target.shape:
+                raise DataError(
+                    f"size {pred.shape[1]}x{pred.shape[0]} of {result} differs from "
+                    f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
+                )
+            accumulator.update(name, psnr_uint8(pred, target, border), ssim_uint8(pred, target, border))
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return accumulator

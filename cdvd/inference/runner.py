@@ -1,0 +1,204 @@
+"""Whole runs: every video of an input deblurred into its sink, with a progress bar and a report per video."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdvd.data.io import DataError
+from cdvd.data.sources import VideoSource
+from cdvd.inference.engine import VideoDeblurrer
+from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink
+from cdvd.metrics import to_uint8
+
+logger = logging.getLogger(__name__)
+
+VIDEO_OUTPUT_SUFFIXES = (".mp4",)
+
+
+@dataclass
+class VideoReport:
+    """What happened to one video."""
+
+    name: str
+    output: str
+    written: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    frame_seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        per_frame = self.frame_seconds
+        return {
+            "name": self.name,
+            "output": self.output,
+            "written": self.written,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+            "seconds_per_frame": round(sum(per_frame) / len(per_frame), 4) if per_frame else None,
+        }
+
+
+@dataclass
+class VideoPlan:
+    """One video of a run: where it comes from, where it goes, and what an earlier run already wrote."""
+
+    source: VideoSource
+    sink: FrameSink
+    count: int | None
+    done: set[int]
+
+    @property
+    def complete(self) -> bool:
+        return self.count is not None and len(self.done) >= self.count
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.count is None else self.count - len(self.done)
+
+
+def is_video_output(output: str | os.PathLike) -> bool:
+    """Whether ``output`` names a video file (by its suffix) rather than a folder of frames."""
+    return Path(output).suffix.lower() in VIDEO_OUTPUT_SUFFIXES
+
+
+def plan_videos(sources: Sequence[VideoSource], output: str | os.PathLike, fps: float | None = None) -> list[VideoPlan]:
+    """One :class:`VideoPlan` per source: a PNG folder ``output/<video>/`` each, or the one video file ``output``."""
+    output = Path(output)
+    to_video = is_video_output(output)
+    if to_video and len(sources) != 1:
+        raise DataError(f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder")
+    plans = []
+    for source in sources:
+        sink: FrameSink = (
+            VideoFileSink(output, source, fps or source.fps())
+            if to_video
+            else FrameFolderSink(output / source.name, source)
+        )
+        plans.append(VideoPlan(source, sink, source.frame_count(), sink.done()))
+    return plans
+
+
+def _progress(enabled: bool) -> Any:
+    """A rich progress bar with frames/s (or s/frame) and ETA, or ``None``."""
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """frames/s, or s/frame below one frame a second."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            if not speed and task.completed and task.elapsed:
+                speed = task.completed / task.elapsed
+            if not speed:
+                return Text("-- frames/s")
+            return Text(f"{speed:.2f} frames/s" if speed >= 1 else f"{1 / speed:.1f} s/frame")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        # seconds-long frames on a CPU: average over minutes, not rich's default 30 s
+        speed_estimate_period=600.0,
+    )
+
+
+def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport, advance: Any) -> None:
+    source, sink = plan.source, plan.sink
+    start = last = time.perf_counter()
+    try:
+        for index, frame in deblurrer.run(source, skip=plan.done.__contains__):
+            sink.write(index, to_uint8(frame))
+            now = time.perf_counter()
+            report.frame_seconds.append(now - last)
+            logger.debug("%s/%s: %.3f s", source.name, source.output_name(index), now - last)
+            last = now
+            report.written += 1
+            advance()
+    except DataError as err:
+        sink.abort()
+        raise DataError(f"{source.name}: {err}") from err
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    report.seconds = time.perf_counter() - start
+
+
+def deblur_videos(
+    deblurrer: VideoDeblurrer,
+    sources: Sequence[VideoSource],
+    output: str | os.PathLike,
+    *,
+    progress: bool = True,
+    fps: float | None = None,
+) -> list[VideoReport]:
+    """Deblur every video of ``sources`` into ``output``.
+
+    ``output`` is a folder that gets one subfolder of PNG frames per video (named like the inputs;
+    ``00000.png`` ... for video files), or, when it ends in ``.mp4`` and there is one video, a video file
+    (``mp4v``). Rerunning skips what is already written: a video whose outputs all exist is not read, one with
+    some outputs is resumed (existing files are never rewritten); an existing ``.mp4`` output is left as it
+    is.
+
+    Args:
+        deblurrer: the engine.
+        sources: from :func:`cdvd.data.sources.discover_sources`.
+        output: folder, or ``.mp4`` file.
+        progress: show a rich progress bar (frames/s and ETA).
+        fps: frame rate of a video output (default: the input video's, or 25).
+
+    Returns:
+        One :class:`VideoReport` per video.
+    """
+    plans = plan_videos(sources, output, fps)
+    todo = [p for p in plans if not p.complete]
+    remaining = [p.remaining for p in todo]
+    total = None if None in remaining else sum(remaining)  # type: ignore[arg-type]
+    bar = _progress(progress)
+    task = bar.add_task("deblurring", total=total) if bar is not None else None
+    reports: list[VideoReport] = []
+    with bar if bar is not None else contextlib.nullcontext():
+        for plan in plans:
+            name, target = plan.source.name, str(plan.sink.target)
+            report = VideoReport(name, target, skipped=len(plan.done))
+            reports.append(report)
+            if plan.complete:
+                logger.info("%s: all outputs exist in %s, skipped", name, target)
+                continue
+            if plan.done:
+                logger.info("%s: %d of %d frames already written, resuming", name, len(plan.done), plan.count)
+            if bar is not None:
+                bar.update(task, description=name)
+            _deblur_one(deblurrer, plan, report, (lambda: bar.advance(task)) if bar is not None else (lambda: None))
+            per_frame = report.seconds / report.written if report.written else 0.0
+            logger.info(
+                "%s: %d frames written to %s in %.1f s (%.3f s/frame)",
+                name,
+                report.written,
+                target,
+                report.seconds,
+                per_frame,
+            )
+    return reports

@@ -1,0 +1,145 @@
+"""The settings of ``cdvd-deblur`` and ``cdvd-eval``, checked once into typed objects.
+
+The defaults live in one place, the YAML files (``configs/deblur.yaml``, ``configs/eval.yaml``); these dataclasses
+say what each setting must be. :func:`deblur_settings` and :func:`eval_settings` turn a composed config into them,
+and every wrong value is one :class:`cdvd.errors.ConfigError` that names the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, get_args
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cdvd.checkpoints import load_model
+from cdvd.devices import PRECISIONS
+from cdvd.errors import ConfigError
+from cdvd.inference.engine import VideoDeblurrer
+from cdvd.inference.tiling import TileSpec
+from cdvd.models.correlation import CorrelationBackend
+from cdvd.protocol import check_frame_set
+
+CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
+
+
+@dataclass
+class TileSettings:
+    """``tile.size``: side of the square tiles (``None``: whole frames); ``tile.overlap``: pixels shared."""
+
+    size: int | None
+    overlap: int
+
+
+@dataclass
+class DeblurSettings:
+    """Everything ``cdvd-deblur`` reads; see ``configs/deblur.yaml`` for each one's meaning and default."""
+
+    input: str | None
+    output: str | None
+    checkpoint: str | None
+    device: str
+    precision: str
+    streaming: bool
+    tile: TileSettings
+    corr_backend: str
+    split: str
+    fps: float | None
+    progress: bool
+    reuse_memory: bool
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.corr_backend not in CORR_BACKENDS:
+            raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORR_BACKENDS)}")
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
+        self.tile_spec()  # checks the tile now, before any work
+
+    def tile_spec(self) -> TileSpec | None:
+        """The tiling, or ``None`` for whole frames."""
+        if self.tile.size is None:
+            return None
+        try:
+            return TileSpec(size=int(self.tile.size), overlap=int(self.tile.overlap))
+        except ValueError as err:
+            raise ConfigError(f"tile.size={self.tile.size} tile.overlap={self.tile.overlap}: {err}") from err
+
+
+@dataclass
+class EvalSettings(DeblurSettings):
+    """Everything ``cdvd-eval`` reads: the deblurring settings and the scoring ones (``configs/eval.yaml``)."""
+
+    results: str | None
+    gt: str | None
+    frames: str
+    crop_border: int | None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            check_frame_set(self.frames)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.crop_border is not None and self.crop_border < 0:
+            raise ConfigError(f"crop_border={self.crop_border}: must be >= 0 (or null: the protocol's)")
+
+
+S = TypeVar("S", DeblurSettings, EvalSettings)
+
+
+def _tile_node(tile: Any) -> Any:
+    # the README's short form tile=512: that size, a sixteenth of it as overlap (at most 64)
+    if isinstance(tile, int) and not isinstance(tile, bool):
+        return {"size": tile, "overlap": min(64, tile // 16 * 4)}
+    if tile is None:
+        return {"size": None, "overlap": 64}
+    return tile
+
+
+def _settings(schema: type[S], cfg: DictConfig) -> S:
+    names = [f.name for f in dataclasses.fields(schema)]
+    values = {name: cfg.get(name) for name in names}
+    values["tile"] = _tile_node(values["tile"])
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(typed)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "a setting"
+        raise ConfigError(f"{key}: {getattr(err, 'msg', err)}".split("\n")[0]) from err
+
+
+def deblur_settings(cfg: DictConfig) -> DeblurSettings:
+    """The checked settings of ``cdvd-deblur`` from its composed config."""
+    return _settings(DeblurSettings, cfg)
+
+
+def eval_settings(cfg: DictConfig) -> EvalSettings:
+    """The checked settings of ``cdvd-eval`` from its composed config."""
+    return _settings(EvalSettings, cfg)
+
+
+def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
+    """Load ``settings.checkpoint`` and wrap it in the engine with the device, precision, streaming and tiling.
+
+    Raises:
+        ConfigError: no checkpoint given, or a device the machine lacks.
+        CheckpointError: the checkpoint is missing or does not load.
+    """
+    checkpoint = settings.checkpoint
+    if not checkpoint:
+        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint not found: {checkpoint} (pass checkpoint=PATH of an existing file)")
+    tile = settings.tile_spec()
+    model = load_model(checkpoint, "cpu", corr_backend=settings.corr_backend)
+    try:
+        return VideoDeblurrer(
+            model, device=settings.device, precision=settings.precision, streaming=settings.streaming, tile=tile
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err

@@ -1,0 +1,187 @@
+"""The learning-rate range test (torch-lr-finder) on a composed training config (``cdvd-find-lr``'s core).
+
+The test ramps every parameter group's learning rate by the same factor, so the flow net keeps its ratio to the
+reconstruction net (torch-lr-finder's own schedule sends every group to the same end value), and suggests ``lr``
+and OneCycle's ``max_lr`` from the loss curve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch_lr_finder import LRFinder, TrainDataLoaderIter
+
+from cdvd.atomic import atomic_destination
+from cdvd.devices import resolve_device
+from cdvd.errors import ConfigError
+from cdvd.lit_module import build_param_groups
+from cdvd.training import build_module, check_config
+
+logger = logging.getLogger(__name__)
+
+
+class ClipBatches(TrainDataLoaderIter):
+    """Feeds ``(blur clip, sharp clip)`` pairs from our dict batches."""
+
+    def inputs_labels_from_batch(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["blur"], batch["sharp"]
+
+
+class RatioKeepingExponentialLR(torch.optim.lr_scheduler.LRScheduler):
+    """Ramps every parameter group by the same factor, so the first group ends at ``end_lr`` and the others keep
+    their ratio to it."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
+        if num_iter <= 1:
+            raise ValueError("lr_finder.num_iter must be larger than 1")
+        self.end_lr = end_lr
+        self.num_iter = num_iter
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        r = self.last_epoch / (self.num_iter - 1)
+        factor = (self.end_lr / self.base_lrs[0]) ** r
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+
+class RatioKeepingLRFinder(LRFinder):
+    """torch-lr-finder's :class:`LRFinder` with :class:`RatioKeepingExponentialLR` as its exponential schedule."""
+
+    def range_test(  # type: ignore[override]
+        self,
+        train_loader: TrainDataLoaderIter,
+        *,
+        end_lr: float,
+        num_iter: int,
+        smooth_f: float = 0.05,
+        diverge_th: float = 5.0,
+    ) -> None:
+        """Train ``num_iter`` batches with the learning rate ramped up to ``end_lr``; fills ``self.history``."""
+        self.history = {"lr": [], "loss": []}
+        self.best_loss = None
+        self.model.to(self.device)
+        self._check_for_scheduler()
+        schedule = RatioKeepingExponentialLR(self.optimizer, end_lr, num_iter)
+        for iteration in range(num_iter):
+            loss = self._train_batch(train_loader, 1)
+            self.history["lr"].append(schedule.get_last_lr()[0])
+            schedule.step()
+            if iteration > 0 and smooth_f > 0:
+                loss = smooth_f * loss + (1 - smooth_f) * self.history["loss"][-1]
+            if self.best_loss is None or loss < self.best_loss:
+                self.best_loss = loss
+            self.history["loss"].append(loss)
+            if loss > diverge_th * self.best_loss:
+                logger.info("the loss diverged at lr %.3g: range test stopped", self.history["lr"][-1])
+                break
+
+
+class LossOnly(nn.Module):
+    """Our loss modules return a dict; the range test wants the scalar."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, outputs: Any, sharp: torch.Tensor) -> torch.Tensor:
+        return self.loss(outputs, sharp)["loss"]
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:
+    """``(lr, max_lr)`` from a range test: lr at the steepest fall of the (smoothed) loss against log lr, and max_lr
+    one tenth of the lr at its minimum (never below lr). Non-finite losses are left out."""
+    if len(lrs) < 3:
+        raise ValueError("the range test recorded fewer than 3 points; raise lr_finder.num_iter")
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]
+    if len(finite) < 2:
+        raise ValueError("the range test recorded fewer than 2 finite losses; lower lr_finder.start_lr")
+    lrs_f = [p[0] for p in finite]
+    losses_f = [p[1] for p in finite]
+    slopes = [
+        (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i])) for i in range(len(lrs_f) - 1)
+    ]
+    steepest = min(range(len(slopes)), key=slopes.__getitem__)
+    lr = lrs_f[steepest]
+    at_min = lrs_f[min(range(len(losses_f)), key=losses_f.__getitem__)]
+    return lr, max(lr, at_min / 10.0)
+
+
+def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> None:
+    """Loss against lr (log scale) with the two suggestions, as a PNG written atomically (no GUI backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (recons net; the flow net keeps its ratio)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.axvline(lr, color="tab:green", linestyle="--", label=f"lr {lr:.2e}")
+    ax.axvline(max_lr, color="tab:red", linestyle="--", label=f"max_lr {max_lr:.2e}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_destination(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+
+
+def find_lr(cfg: DictConfig) -> dict[str, Any]:
+    """Run the range test of ``cfg.lr_finder`` and write the plot and the overrides into the run folder."""
+    check_config(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    settings = cfg.lr_finder
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        device = resolve_device(str(settings.device))
+    except ValueError as err:
+        raise ConfigError(f"lr_finder.device={settings.device}: {err}") from err
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg)
+    groups = build_param_groups(module.net, float(settings.start_lr), float(cfg.model.flow_lr_scale))
+    optimizer = module.optimizer_factory(params=groups)
+
+    finder = RatioKeepingLRFinder(module.net, optimizer, LossOnly(module.loss), device=device)
+    finder.range_test(
+        ClipBatches(datamodule.train_dataloader()),
+        end_lr=float(settings.end_lr),
+        num_iter=int(settings.num_iter),
+        diverge_th=float(settings.diverge_th),
+    )
+    lrs, losses = finder.history["lr"], finder.history["loss"]
+    try:
+        lr, max_lr = suggest(lrs, losses)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    finder.reset()
+
+    plot_path = out_dir / "lr_finder.png"
+    save_plot(plot_path, lrs, losses, lr, max_lr)
+    overrides = {
+        "optimizer": {"lr": float(f"{lr:.3g}")},
+        "scheduler": {"scheduler": {"max_lr": float(f"{max_lr:.3g}")}},
+    }
+    yaml_path = out_dir / "lr_overrides.yaml"
+    with atomic_destination(yaml_path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    logger.info("suggested lr %.3g, max_lr for OneCycle %.3g", lr, max_lr)
+    logger.info("plot: %s, overrides: %s", plot_path, yaml_path)
+    logger.info(
+        "train with: cdvd-train <same overrides> scheduler=onecycle optimizer.lr=%.3g scheduler.scheduler.max_lr=%.3g",
+        lr,
+        max_lr,
+    )
+    return {"lr": lr, "max_lr": max_lr, "plot": plot_path, "overrides": yaml_path, "history": finder.history}

@@ -1,0 +1,186 @@
+"""The evaluation protocol of the published CDVD-TSP tables, in one place.
+
+Validation (:mod:`cdvd.lit_module`, :class:`cdvd.data.datasets.WindowDataset`) and ``cdvd-eval``
+(:mod:`cdvd.evaluation`) both read their rules from here:
+
+- :data:`CLIP_LENGTH` frames per window (the network's input), centred on the frame it restores;
+- :func:`scored_frames`: which frames of a video are scored: ``paper`` leaves out the first and last
+  ``CLIP_LENGTH // 2`` frames (no full window inside the video), ``all`` scores every frame;
+- :data:`CROP_BORDER` pixels left out at every border of every scored frame;
+- :class:`MetricAccumulator`: a video's score is the mean over its frames, the total the mean over all frames of
+  all videos (not the mean of the video means);
+- :func:`write_report`: the JSON and CSV that ``cdvd-eval`` writes.
+
+The rules are read when used (``protocol.CROP_BORDER``, not a copied default), so a change here reaches every
+caller.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdvd.atomic import atomic_destination
+from cdvd.models.cdvd_tsp import CLIP_LENGTH
+
+__all__ = [
+    "CLIP_LENGTH",
+    "CROP_BORDER",
+    "FRAME_SETS",
+    "MetricAccumulator",
+    "VideoScore",
+    "check_frame_set",
+    "crop_border",
+    "scored_frames",
+    "write_report",
+]
+
+CROP_BORDER = 4
+"""Pixels left out at every border of a frame before PSNR/SSIM (the published tables: 4)."""
+
+FRAME_SETS = ("paper", "all")
+"""``paper``: only frames with a full window inside the video (the published tables); ``all``: every frame."""
+
+
+def crop_border(value: int | None = None) -> int:
+    """``value``, or the protocol's :data:`CROP_BORDER` when ``None``."""
+    return CROP_BORDER if value is None else int(value)
+
+
+def check_frame_set(frames: str) -> str:
+    """``frames`` if it names a frame set; a ValueError naming the setting otherwise."""
+    if frames not in FRAME_SETS:
+        raise ValueError(f"frames={frames}: expected one of {', '.join(FRAME_SETS)}")
+    return frames
+
+
+def scored_frames(n_frames: int, frames: str = "paper", clip_length: int | None = None) -> range:
+    """Indices of the frames of an ``n_frames``-frame video that the protocol scores.
+
+    Args:
+        n_frames: the video's length.
+        frames: ``paper``: centres with a full window inside the video (frames 2..n-3 for 5-frame windows);
+            ``all``: every frame.
+        clip_length: the window length; ``None``: :data:`CLIP_LENGTH`.
+    """
+    check_frame_set(frames)
+    if frames == "all":
+        return range(n_frames)
+    length = CLIP_LENGTH if clip_length is None else clip_length
+    half = length // 2
+    return range(half, max(half, n_frames - (length - 1 - half)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# accumulation
+
+
+def _values(values: float | Iterable[float] | Any) -> list[float]:
+    if hasattr(values, "reshape") and hasattr(values, "tolist"):  # torch.Tensor or np.ndarray
+        return [float(v) for v in values.reshape(-1).tolist()]
+    if isinstance(values, Iterable):
+        return [float(v) for v in values]
+    return [float(values)]
+
+
+@dataclass
+class VideoScore:
+    """Mean PSNR/SSIM of one video over ``frames`` frames."""
+
+    psnr: float
+    ssim: float
+    frames: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"psnr": self.psnr, "ssim": self.ssim, "frames": self.frames}
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+@dataclass
+class MetricAccumulator:
+    """Per-frame PSNR/SSIM collected per video.
+
+    A video's score is the mean over its frames; :meth:`total` is the mean over all frames of all videos (not
+    the mean of the video means), as in the published tables. An infinite PSNR (identical frames) is kept as
+    it is and makes the mean infinite.
+    """
+
+    _psnr: dict[str, list[float]] = field(default_factory=dict)
+    _ssim: dict[str, list[float]] = field(default_factory=dict)
+
+    def update(self, video: str, psnr: float | Iterable[float], ssim: float | Iterable[float]) -> None:
+        """Add one frame's (or several frames') scores to ``video`` (floats, tensors or arrays)."""
+        psnrs, ssims = _values(psnr), _values(ssim)
+        if len(psnrs) != len(ssims):
+            raise ValueError(f"got {len(psnrs)} PSNR values and {len(ssims)} SSIM values")
+        self._psnr.setdefault(video, []).extend(psnrs)
+        self._ssim.setdefault(video, []).extend(ssims)
+
+    def video(self, name: str) -> VideoScore:
+        return VideoScore(_mean(self._psnr[name]), _mean(self._ssim[name]), len(self._psnr[name]))
+
+    def per_video(self) -> dict[str, VideoScore]:
+        return {name: self.video(name) for name in self._psnr}
+
+    def total(self) -> VideoScore:
+        psnr = [v for values in self._psnr.values() for v in values]
+        ssim = [v for values in self._ssim.values() for v in values]
+        return VideoScore(_mean(psnr), _mean(ssim), len(psnr))
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {"psnr", "ssim", "frames"}}``."""
+        return {
+            "videos": {name: score.as_dict() for name, score in self.per_video().items()},
+            "total": self.total().as_dict(),
+        }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# reports
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, float) and np.isinf(value):
+        return "inf"
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_destination(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_report(report: Mapping[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``report`` (:meth:`MetricAccumulator.as_dict` plus any extra keys: the frame set, the crop border,
+    what was scored and with which checkpoint) as JSON, and its scores as a CSV beside it; both atomically.
+
+    Returns:
+        The JSON and CSV paths.
+    """
+    json_path = Path(json_path)
+    csv_path = json_path.with_suffix(".csv")
+    clean = {key: value for key, value in report.items() if key not in ("videos", "total")}
+    clean["videos"] = {n: {k: _number(v) for k, v in s.items()} for n, s in report["videos"].items()}
+    clean["total"] = {k: _number(v) for k, v in report["total"].items()}
+    _write_text(json_path, json.dumps(clean, indent=2) + "\n")
+    lines = [["video", "psnr", "ssim", "frames"]]
+    for name, score in [*report["videos"].items(), ("total", report["total"])]:
+        lines.append([name, f"{score['psnr']:.4f}", f"{score['ssim']:.6f}", str(score["frames"])])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    _write_text(csv_path, buffer.getvalue())
+    return json_path, csv_path

@@ -1,0 +1,110 @@
+"""The package's layout: arrows point down, entry points stay thin, no module grows into a second job."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import cdvd
+
+PACKAGE = Path(cdvd.__file__).parent
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if "configs" not in p.parts}
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The package modules ``path`` imports, at module level or inside functions (lazy imports count too)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            # `from cdvd.data import io` names the module cdvd.data.io; `from cdvd.data import DataError` the package
+            if target in known:
+                found.add(target)
+                break
+    return found - {name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(path, name, known) for name, path in modules.items()}
+
+
+def test_no_module_over_400_lines() -> None:
+    long = {name: n for name, p in _modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append([*path[path.index(dep) :], dep] if dep in path else [node, dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_console_scripts_import_no_other_console_script() -> None:
+    graph = _graph()
+    scripts = {m for m in graph if m.startswith("cdvd.cli.") and m != "cdvd.cli.common"}
+    assert {"cdvd.cli.train", "cdvd.cli.deblur", "cdvd.cli.evaluate", "cdvd.cli.demo"} <= scripts
+    offenders = {m: graph[m] & scripts for m in scripts if graph[m] & scripts}
+    assert not offenders, offenders
+    library = {
+        m: deps
+        for m, deps in graph.items()
+        if not m.startswith("cdvd.cli") and any(d.startswith("cdvd.cli") for d in deps)
+    }
+    assert not library, f"library modules importing a command line: {library}"
+
+
+def test_library_imports_load_no_console_script() -> None:
+    code = (
+        "import sys, cdvd.data, cdvd.lit_module, cdvd.callbacks, cdvd.models, cdvd.inference, cdvd.protocol;"
+        "print(sorted(m for m in sys.modules if m.startswith('cdvd.cli')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:
+    # the check itself: two modules importing each other are found
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from cdvd.b import x\n")
+    b.write_text("import cdvd.a\n")
+    assert _imports(a, "cdvd.a", {"cdvd.a", "cdvd.b"}) == {"cdvd.b"}
+    assert _imports(b, "cdvd.b", {"cdvd.a", "cdvd.b"}) == {"cdvd.a"}
