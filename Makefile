@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-quick bench lint clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -16,6 +16,9 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+test-quick: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python scripts/bench_all.py
