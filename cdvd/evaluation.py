@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cdvd.data.io import DataError, read_rgb
+from cdvd.errors import ConfigError
 from cdvd.metrics import psnr_uint8, ssim_uint8
 from cdvd.protocol import MetricAccumulator, crop_border, scored_frames
 
@@ -66,7 +67,10 @@ def evaluate_pairs(
                     f"size {pred.shape[1]}x{pred.shape[0]} of {result} differs from "
                     f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
                 )
-            accumulator.update(name, psnr_uint8(pred, target, border), ssim_uint8(pred, target, border))
+            try:
+                accumulator.update(name, psnr_uint8(pred, target, border), ssim_uint8(pred, target, border))
+            except ValueError as err:  # a border that leaves nothing of the frame
+                raise ConfigError(f"crop_border={border}: {err} ({gt_path})") from err
             if bar is not None:
                 bar.advance(task)
     finally:

@@ -23,6 +23,26 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
+def quote_non_ascii(args: list[str]) -> list[str]:
+    """Hydra overrides with a non-ASCII value (``input=vidéo/``), which Hydra's grammar only takes quoted, quoted.
+
+    Values already quoted, lists, dicts and interpolations are left as they are.
+    """
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and not value.isascii() and value[:1] not in "'\"[{$":
+            quote = "'" if "'" not in value else '"'
+            arg = f"{key}={quote}{value}{quote}"
+        quoted.append(arg)
+    return quoted
+
+
+def prepare_argv() -> None:
+    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts."""
+    sys.argv[1:] = quote_non_ascii(sys.argv[1:])
+
+
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """End the process with ``prog: error: message`` as the one line on stderr."""
     sys.stderr.write(f"{prog}: error: {message}\n")

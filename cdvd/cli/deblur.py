@@ -18,10 +18,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.data.sources import discover_sources
 from cdvd.errors import ConfigError
-from cdvd.inference.runner import deblur_videos, is_video_output
+from cdvd.inference.runner import is_video_output, plan_videos, run_plans
 from cdvd.inference.settings import DeblurSettings, build_deblurrer, deblur_settings
 from cdvd.runtime import reuse_freed_memory
 
@@ -59,6 +59,9 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
     if is_video_output(output) and len(sources) != 1:
         raise ConfigError(f"output={output} is a video file but {input_path} holds {len(sources)} videos")
     deblurrer = build_deblurrer(settings)
+    plans = plan_videos(
+        sources, output, deblurrer.fingerprint(), fps=settings.fps, overwrite=settings.overwrite
+    )  # checks the outputs (writable, not in the input, not made another way) before any frame is computed
     if settings.reuse_memory:
         reuse_freed_memory()
     logger.info(
@@ -70,7 +73,7 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
         deblurrer.precision,
         "streaming" if deblurrer.streaming else "per window",
     )
-    reports = deblur_videos(deblurrer, sources, output, progress=settings.progress, fps=settings.fps)
+    reports = run_plans(deblurrer, plans, progress=settings.progress)
     return {
         "output": str(output),
         "videos": [r.as_dict() for r in reports],
@@ -80,9 +83,15 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="deblur")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     summary = run_cli(run_deblur, cfg, "cdvd-deblur")
     logger.info("%d frames written, %d skipped: %s", summary["written"], summary["skipped"], summary["output"])
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

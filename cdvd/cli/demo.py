@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdvd.checkpoints import load_model
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.data.io import list_frames
 from cdvd.data.sources import discover_sources
 from cdvd.data.synthetic import synthesize
@@ -126,9 +126,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="demo")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     summary = run_cli(run_demo, cfg, "cdvd-demo")
     return float(summary["gain_db"])
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

@@ -21,14 +21,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.data.io import has_frames
 from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos
 from cdvd.errors import ConfigError
 from cdvd.evaluation import evaluate_pairs
+from cdvd.inference.manifest import file_sha256
 from cdvd.inference.runner import deblur_videos
 from cdvd.inference.settings import EvalSettings, build_deblurrer, eval_settings
-from cdvd.protocol import crop_border, write_report
+from cdvd.protocol import CLIP_LENGTH, crop_border, write_report
 from cdvd.runtime import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,35 @@ def print_table(report: Mapping[str, Any], title: str = "PSNR / SSIM") -> None:
     Console().print(table)
 
 
+def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
+    """What the scores are of: the checkpoint (path and SHA-256), the input, the results, the GT, the protocol and
+    the versions, for ``metrics.json``."""
+    import platform
+
+    import torch
+
+    from cdvd import __version__
+
+    checkpoint = None
+    if settings.input and settings.checkpoint:
+        checkpoint = {"path": str(Path(settings.checkpoint).resolve()), "sha256": file_sha256(settings.checkpoint)}
+        checkpoint.update({k: getattr(settings, k) for k in ("precision", "streaming", "device", "corr_backend")})
+        checkpoint["tile"] = None if settings.tile.size is None else [settings.tile.size, settings.tile.overlap]
+    return {
+        "checkpoint": checkpoint,
+        "input": str(Path(settings.input).resolve()) if settings.input else None,
+        "results": str(results.resolve()),
+        "gt": str(Path(settings.gt).resolve()) if settings.gt else None,
+        "split": settings.split,
+        "protocol": {
+            "clip_length": CLIP_LENGTH,
+            "frames": settings.frames,
+            "crop_border": crop_border(settings.crop_border),
+        },
+        "versions": {"cdvd": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
 def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str, list[Path]] | None]:
     """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
     input_path = Path(settings.input or "")
@@ -72,7 +102,7 @@ def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str,
     deblurrer = build_deblurrer(settings)
     if settings.reuse_memory:
         reuse_freed_memory()
-    deblur_videos(deblurrer, sources, results, progress=settings.progress)
+    deblur_videos(deblurrer, sources, results, progress=settings.progress, overwrite=settings.overwrite)
     return results, gt_videos
 
 
@@ -109,6 +139,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     report: dict[str, Any] = accumulator.as_dict()
     report["frames_set"] = settings.frames
     report["crop_border"] = border
+    report.update(provenance(settings, results))
     json_path, csv_path = write_report(report, output)
     print_table(report, title=f"{results} vs GT (frames={settings.frames})")
     logger.info("metrics written to %s and %s", json_path, csv_path)
@@ -116,9 +147,15 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     report = run_cli(run_eval, cfg, "cdvd-eval")
     return float(report["total"]["psnr"])
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.lr_finder import find_lr
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="find_lr")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     run_cli(find_lr, cfg, "cdvd-find-lr")
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.data.synthetic import synthesize
 from cdvd.errors import ConfigError
 
@@ -24,8 +24,14 @@ def run_synth(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="synth")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     run_cli(run_synth, cfg, "cdvd-synth")
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

@@ -10,15 +10,21 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, run_cli
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.training import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics, _ = run_cli(train, cfg, "cdvd-train")
     # the value a sweeper optimises
     return metrics.get("val/psnr_best", metrics.get("val/psnr"))
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
 
 
 if __name__ == "__main__":

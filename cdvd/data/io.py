@@ -76,8 +76,11 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DataError(f"cannot encode image for {path}")
-    with atomic_destination(path) as tmp:
-        encoded.tofile(tmp)
+    try:
+        with atomic_destination(path) as tmp:
+            encoded.tofile(tmp)
+    except OSError as err:  # a full disk, a read-only or vanished folder
+        raise DataError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -25,6 +25,7 @@ The engine holds only the model and its settings; everything about one video (it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -121,6 +122,16 @@ class _VideoRun:
         return crop_to(full, self.size).float().cpu()
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's state dict (names, dtypes, shapes and values, in order)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class VideoDeblurrer:
     """Runs a CDVD-TSP network over whole videos, one output frame per input frame.
 
@@ -147,6 +158,16 @@ class VideoDeblurrer:
         self.streaming = streaming
         self.tile = tile
         self.model = model.to(self.device).eval()
+
+    def fingerprint(self) -> dict[str, object]:
+        """What decides this engine's output pixels: the weights (their SHA-256) and the settings that change them."""
+        return {
+            "weights_sha256": weights_sha256(self.model),
+            "precision": self.precision,
+            "streaming": self.streaming,
+            "tile": None if self.tile is None else [self.tile.size, self.tile.overlap],
+            "device": self.device.type,
+        }
 
     # -- the network
 

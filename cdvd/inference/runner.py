@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
 from cdvd.inference.engine import VideoDeblurrer
+from cdvd.inference.manifest import differences, read_manifest, source_fingerprint, write_manifest
 from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink
 from cdvd.metrics import to_uint8
 
@@ -53,6 +54,7 @@ class VideoPlan:
     sink: FrameSink
     count: int | None
     done: set[int]
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -68,8 +70,47 @@ def is_video_output(output: str | os.PathLike) -> bool:
     return Path(output).suffix.lower() in VIDEO_OUTPUT_SUFFIXES
 
 
-def plan_videos(sources: Sequence[VideoSource], output: str | os.PathLike, fps: float | None = None) -> list[VideoPlan]:
-    """One :class:`VideoPlan` per source: a PNG folder ``output/<video>/`` each, or the one video file ``output``."""
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_not_into_input(source: VideoSource, target: Path) -> None:
+    """Refuse an output that would land in (or contain) the user's input."""
+    src, dst = source.path.resolve(), target.resolve()
+    src_folder = src if source.frame_files is not None else src.parent
+    if dst == src or (source.frame_files is not None and _inside(dst, src_folder)) or _inside(src, dst):
+        raise DataError(f"output {target} would write into the input {source.path}: choose an output outside the input")
+
+
+def check_writable(folder: Path) -> None:
+    """Make ``folder`` (and its parents) and prove a file can be written there, before any frame is computed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".cdvd-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"cannot write into {folder}: {err.strerror or err} (pass a writable output=)") from err
+
+
+def plan_videos(
+    sources: Sequence[VideoSource],
+    output: str | os.PathLike,
+    fingerprint: Mapping[str, Any] | None = None,
+    *,
+    fps: float | None = None,
+    overwrite: bool = False,
+) -> list[VideoPlan]:
+    """One :class:`VideoPlan` per source: a PNG folder ``output/<video>/`` each, or the one video file ``output``.
+
+    Nothing is computed and nothing is written but the output folders (checked writable). Outputs that an earlier
+    run left are resumed when their manifest matches ``fingerprint`` plus the video's input; otherwise the run is
+    refused, or with ``overwrite`` they are removed and made again.
+
+    Raises:
+        DataError: a video file output for several videos, an output inside the input, an unwritable output, or
+            outputs made another way (without ``overwrite``).
+    """
     output = Path(output)
     to_video = is_video_output(output)
     if to_video and len(sources) != 1:
@@ -81,7 +122,24 @@ def plan_videos(sources: Sequence[VideoSource], output: str | os.PathLike, fps: 
             if to_video
             else FrameFolderSink(output / source.name, source)
         )
-        plans.append(VideoPlan(source, sink, source.frame_count(), sink.done()))
+        check_not_into_input(source, sink.target)
+        check_writable(sink.target.parent if to_video else sink.target)
+        expected = {**(fingerprint or {}), "input": source_fingerprint(source)}
+        done = sink.done()
+        recorded = read_manifest(sink.manifest_path)
+        if (done or recorded is not None) and recorded != expected:
+            if not overwrite:
+                changed = (
+                    ", ".join(differences(recorded or {}, expected)) if recorded else "no record of what made them"
+                )
+                raise DataError(
+                    f"{sink.target} holds outputs made with other weights, input or settings ({changed}): "
+                    "pass overwrite=true to replace them, or choose another output"
+                )
+            logger.info("%s: overwrite=true, replacing the outputs of an earlier run", sink.target)
+            sink.clear()
+            done = set()
+        plans.append(VideoPlan(source, sink, source.frame_count(), done, expected))
     return plans
 
 
@@ -127,6 +185,7 @@ def _progress(enabled: bool) -> Any:
 def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport, advance: Any) -> None:
     source, sink = plan.source, plan.sink
     start = last = time.perf_counter()
+    write_manifest(sink.manifest_path, plan.fingerprint)
     try:
         for index, frame in deblurrer.run(source, skip=plan.done.__contains__):
             sink.write(index, to_uint8(frame))
@@ -146,33 +205,8 @@ def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport,
     report.seconds = time.perf_counter() - start
 
 
-def deblur_videos(
-    deblurrer: VideoDeblurrer,
-    sources: Sequence[VideoSource],
-    output: str | os.PathLike,
-    *,
-    progress: bool = True,
-    fps: float | None = None,
-) -> list[VideoReport]:
-    """Deblur every video of ``sources`` into ``output``.
-
-    ``output`` is a folder that gets one subfolder of PNG frames per video (named like the inputs;
-    ``00000.png`` ... for video files), or, when it ends in ``.mp4`` and there is one video, a video file
-    (``mp4v``). Rerunning skips what is already written: a video whose outputs all exist is not read, one with
-    some outputs is resumed (existing files are never rewritten); an existing ``.mp4`` output is left as it
-    is.
-
-    Args:
-        deblurrer: the engine.
-        sources: from :func:`cdvd.data.sources.discover_sources`.
-        output: folder, or ``.mp4`` file.
-        progress: show a rich progress bar (frames/s and ETA).
-        fps: frame rate of a video output (default: the input video's, or 25).
-
-    Returns:
-        One :class:`VideoReport` per video.
-    """
-    plans = plan_videos(sources, output, fps)
+def run_plans(deblurrer: VideoDeblurrer, plans: Sequence[VideoPlan], *, progress: bool = True) -> list[VideoReport]:
+    """Deblur every planned video into its sink; one :class:`VideoReport` per video."""
     todo = [p for p in plans if not p.complete]
     remaining = [p.remaining for p in todo]
     total = None if None in remaining else sum(remaining)  # type: ignore[arg-type]
@@ -202,3 +236,35 @@ def deblur_videos(
                 per_frame,
             )
     return reports
+
+
+def deblur_videos(
+    deblurrer: VideoDeblurrer,
+    sources: Sequence[VideoSource],
+    output: str | os.PathLike,
+    *,
+    progress: bool = True,
+    fps: float | None = None,
+    overwrite: bool = False,
+) -> list[VideoReport]:
+    """Deblur every video of ``sources`` into ``output``.
+
+    ``output`` is a folder that gets one subfolder of PNG frames per video (named like the inputs;
+    ``00000.png`` ... for video files), or, when it ends in ``.mp4`` and there is one video, a video file.
+    Rerunning resumes: a video whose outputs all exist is not read, one with some outputs is resumed (existing
+    files are never rewritten), but only when they were made with the same weights, input and settings
+    (:mod:`cdvd.inference.manifest`); otherwise the run is refused unless ``overwrite``.
+
+    Args:
+        deblurrer: the engine.
+        sources: from :func:`cdvd.data.sources.discover_sources`.
+        output: folder, or video file.
+        progress: show a rich progress bar (frames/s and ETA).
+        fps: frame rate of a video output (default: the input video's, or 25).
+        overwrite: replace outputs made another way instead of refusing.
+
+    Returns:
+        One :class:`VideoReport` per video.
+    """
+    plans = plan_videos(sources, output, deblurrer.fingerprint(), fps=fps, overwrite=overwrite)
+    return run_plans(deblurrer, plans, progress=progress)

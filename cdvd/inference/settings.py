@@ -20,7 +20,7 @@ from cdvd.devices import PRECISIONS
 from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer
 from cdvd.inference.tiling import TileSpec
-from cdvd.models.correlation import CorrelationBackend
+from cdvd.models.correlation import CorrelationBackend, cupy_available
 from cdvd.protocol import check_frame_set
 
 CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
@@ -49,6 +49,7 @@ class DeblurSettings:
     split: str
     fps: float | None
     progress: bool
+    overwrite: bool
     reuse_memory: bool
 
     def __post_init__(self) -> None:
@@ -136,6 +137,10 @@ def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint} (pass checkpoint=PATH of an existing file)")
     tile = settings.tile_spec()
+    if settings.corr_backend == "cupy" and not cupy_available():
+        raise ConfigError(
+            "corr_backend=cupy needs a CUDA GPU and cupy (pip install 'cdvd[cuda]'); use corr_backend=auto"
+        )
     model = load_model(checkpoint, "cpu", corr_backend=settings.corr_backend)
     try:
         return VideoDeblurrer(

@@ -24,8 +24,15 @@ class FrameSink(Protocol):
     def target(self) -> Path:
         """The folder or file the outputs end up in."""
 
+    @property
+    def manifest_path(self) -> Path:
+        """Where the fingerprint of what made the outputs is recorded (:mod:`cdvd.inference.manifest`)."""
+
     def done(self) -> set[int]:
         """Indices of the frames already written by an earlier run."""
+
+    def clear(self) -> None:
+        """Remove the outputs of an earlier run (and their manifest), for ``overwrite=true``."""
 
     def write(self, index: int, image: np.ndarray) -> None:
         """Store output frame ``index``: uint8 (H, W, 3) RGB."""
@@ -48,12 +55,21 @@ class FrameFolderSink:
     def target(self) -> Path:
         return self.folder
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / ".cdvd-manifest.json"
+
     def path(self, index: int) -> Path:
         return self.folder / self.source.output_name(index)
 
     def done(self) -> set[int]:
         count = self.source.frame_count() or 0
         return {i for i in range(count) if self.path(i).is_file()}
+
+    def clear(self) -> None:
+        for index in self.done():
+            self.path(index).unlink(missing_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
 
     def write(self, index: int, image: np.ndarray) -> None:
         write_rgb(self.path(index), image)
@@ -79,9 +95,17 @@ class VideoFileSink:
     def target(self) -> Path:
         return self.path
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.cdvd-manifest.json")
+
     def done(self) -> set[int]:
         """Every frame when the file exists (it only appears whole), else none."""
         return set(range(self.source.frame_count() or 0)) if self.path.is_file() else set()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
 
     def write(self, index: int, image: np.ndarray) -> None:
         if self._writer is None:
