@@ -45,7 +45,8 @@ def prepare_argv() -> None:
 
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """End the process with ``prog: error: message`` as the one line on stderr."""
-    sys.stderr.write(f"{prog}: error: {message}\n")
+    one_line = " ".join(message.split())  # a library's multi-line message still ends as one line
+    sys.stderr.write(f"{prog}: error: {one_line}\n")
     sys.stderr.flush()
     sys.exit(code)
 
