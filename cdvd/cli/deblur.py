@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
-from cdvd.data.sources import discover_sources
+from cdvd.data.sources import discover_sources, shard_sources
 from cdvd.errors import ConfigError
 from cdvd.inference.runner import is_video_output, plan_videos, run_plans
 from cdvd.inference.settings import DeblurSettings, build_deblurrer, deblur_settings
@@ -56,6 +56,9 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
     settings = deblur_settings(cfg)
     input_path, output = check_paths(settings)
     sources = discover_sources(input_path, split=settings.split)
+    if settings.num_shards > 1:
+        sources = shard_sources(sources, settings.num_shards, settings.shard)
+        logger.info("shard %d of %d: %d video(s)", settings.shard, settings.num_shards, len(sources))
     if is_video_output(output) and len(sources) != 1:
         raise ConfigError(f"output={output} is a video file but {input_path} holds {len(sources)} videos")
     deblurrer = build_deblurrer(settings)

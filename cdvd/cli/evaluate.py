@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
 from cdvd.data.io import has_frames
-from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos
+from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos, shard_sources
 from cdvd.errors import ConfigError
 from cdvd.evaluation import evaluate_pairs
 from cdvd.inference.manifest import file_sha256
@@ -82,7 +82,7 @@ def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
     }
 
 
-def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str, list[Path]] | None]:
+def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
     """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
     input_path = Path(settings.input or "")
     if not input_path.exists():
@@ -99,11 +99,13 @@ def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str,
         gt_videos = {pair.name: list(pair.gt) for pair in pairs}
     results = Path(settings.results) if settings.results else output.parent / "results"
     sources = discover_sources(input_path, split=settings.split)
+    if settings.num_shards > 1:  # deblur and score this shard's videos; score the union with results= gt=
+        sources = shard_sources(sources, settings.num_shards, settings.shard)
     deblurrer = build_deblurrer(settings)
     if settings.reuse_memory:
         reuse_freed_memory()
     deblur_videos(deblurrer, sources, results, progress=settings.progress, overwrite=settings.overwrite)
-    return results, gt_videos
+    return results, gt_videos, {source.name for source in sources}
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
@@ -118,8 +120,9 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     settings = eval_settings(cfg)
     output = Path(settings.output or "metrics.json")
     gt_videos = None
+    deblurred: set[str] | None = None
     if settings.input:
-        results, gt_videos = _deblur_first(settings, output)
+        results, gt_videos, deblurred = _deblur_first(settings, output)
     elif not settings.results:
         raise ConfigError("nothing to score: pass results=DIR gt=DIR, or input=DIR checkpoint=PATH")
     else:
@@ -133,6 +136,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     elif gt_videos is None:
         raise ConfigError("no ground truth given: pass gt=DIR (sharp frames or a dataset root)")
 
+    if deblurred is not None and settings.num_shards > 1:  # this shard's videos only
+        gt_videos = {name: frames for name, frames in gt_videos.items() if name in deblurred}
     pairs = pair_videos(frame_folders(results, settings.split), gt_videos)
     border = crop_border(settings.crop_border)
     accumulator = evaluate_pairs(pairs, frames=settings.frames, border=border, progress=settings.progress)

@@ -150,6 +150,22 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
     return sources
 
 
+def shard_sources(sources: list[VideoSource], num_shards: int, shard: int) -> list[VideoSource]:
+    """The videos of shard ``shard`` out of ``num_shards``: every ``num_shards``-th video by name, starting at
+    ``shard``. Deterministic (the same input gives the same split on every machine) and disjoint; the shards
+    together hold every video once.
+
+    Raises:
+        ValueError: ``num_shards < 1`` or ``shard`` outside ``[0, num_shards)``.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards}: must be at least 1")
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard={shard}: must be in [0, num_shards={num_shards})")
+    ordered = sorted(sources, key=lambda s: natural_key(s.name))
+    return ordered[shard::num_shards]
+
+
 def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bool = False) -> dict[str, list[Path]]:
     """The frames of every video under ``root``, by video name, in natural order.
 

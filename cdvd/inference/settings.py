@@ -49,6 +49,8 @@ class DeblurSettings:
     split: str
     fps: float | None
     progress: bool
+    num_shards: int
+    shard: int
     overwrite: bool
     reuse_memory: bool
 
@@ -59,6 +61,8 @@ class DeblurSettings:
             raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORR_BACKENDS)}")
         if self.fps is not None and self.fps <= 0:
             raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
+        if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"shard={self.shard} num_shards={self.num_shards}: need 0 <= shard < num_shards")
         self.tile_spec()  # checks the tile now, before any work
 
     def tile_spec(self) -> TileSpec | None:
