@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import CheckpointError, load_model, save_original
 from cdvd.data.io import DataError
+from cdvd.tracking import check_logger_packages, log_final_hparams, metric_value
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def check_config(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    try:
+        check_logger_packages(cfg.get("logger"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     for key in ("pretrained", "flow_pretrained"):
         path = cfg.model.get(key)
         if path and not Path(path).is_file():
@@ -92,6 +97,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    log_final_hparams(trainer.loggers, cfg, metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
     if best and cfg.get("export_original") and trainer.is_global_zero:
         exported = Path(best).with_suffix(".pt")
@@ -116,8 +122,7 @@ def run_cli(task: Any, cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics, _ = run_cli(train, cfg)
-    # the value a sweeper optimises
-    return metrics.get("val/psnr_best", metrics.get("val/psnr"))
+    return metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
