@@ -100,6 +100,21 @@ def test_ddp_slurm_trainer_follows_the_allocation(monkeypatch: pytest.MonkeyPatc
     assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (4, 2)
 
 
+def test_slurm_launcher_runs_one_task_per_gpu() -> None:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="cdvd.configs", version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["experiment=smoke", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 2
+    assert launcher.max_num_timeout > 0 and launcher.timeout_min > 0
+
+
 def test_callbacks_and_loggers_compose_as_lists() -> None:
     cfg = compose_train(["experiment=smoke", "callbacks=[default,ema,early_stopping]", "logger=many"])
     assert {"model_checkpoint", "ema", "early_stopping"} <= set(cfg.callbacks)
