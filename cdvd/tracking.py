@@ -64,7 +64,7 @@ def run_name(num: Any, overrides: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${cdvd_run_name:num,overrides}`` with OmegaConf (idempotent)."""
+    """Register ``${cdvd_run_name:num,overrides}`` with OmegaConf (idempotent; ``import cdvd`` does it)."""
     if not OmegaConf.has_resolver("cdvd_run_name"):
         OmegaConf.register_new_resolver("cdvd_run_name", run_name)
 
@@ -115,6 +115,3 @@ def log_final_hparams(
     params = _hparams_of(config)
     for lg in tensorboards:
         lg.log_hyperparams(params, metrics=final)
-
-
-register_resolvers()
