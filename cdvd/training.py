@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import load_model, save_original
 from cdvd.errors import ConfigError
+from cdvd.tracking import check_logger_packages, log_final_hparams, register_resolvers
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ def check_config(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    try:
+        check_logger_packages(cfg.get("logger"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     for key in ("pretrained", "flow_pretrained"):
         path = cfg.model.get(key)
         if path and not Path(path).is_file():
@@ -71,6 +76,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train (or resume, with ``ckpt_path``) and return the final metrics and the objects used."""
+    register_resolvers()
     check_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -79,6 +85,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    log_final_hparams(trainer.loggers, cfg, metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
     if best and cfg.get("export_original") and trainer.is_global_zero:
         exported = Path(best).with_suffix(".pt")

@@ -200,7 +200,10 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").iterdir())
     jobs = [j for j in jobs if j.is_dir()]
-    assert [j.name for j in jobs] == ["0", "1"]
+    # each job's folder is named by its number and overrides (the data root, a path, is left out)
+    assert [j.name.split("_")[0] for j in jobs] == ["0", "1"]
+    assert "optimizer.lr=0.0001" in jobs[0].name and "optimizer.lr=0.0003" in jobs[1].name
+    assert "data.root" not in jobs[0].name
     lrs = []
     for job in jobs:
         config = (job / ".hydra" / "config.yaml").read_text()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cdvd.errors import UserError
+from cdvd.tracking import register_resolvers
 
 CONFIG_PATH = "pkg://cdvd.configs"
 """The Hydra configs, shipped inside the package (``configs/`` in a checkout, ``cdvd/configs`` in a wheel)."""
@@ -39,7 +40,9 @@ def quote_non_ascii(args: list[str]) -> list[str]:
 
 
 def prepare_argv() -> None:
-    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts."""
+    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts, and registers
+    the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders)."""
+    register_resolvers()
     sys.argv[1:] = quote_non_ascii(sys.argv[1:])
 
 

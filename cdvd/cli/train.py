@@ -11,14 +11,15 @@ import hydra
 from omegaconf import DictConfig
 
 from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.tracking import metric_value
 from cdvd.training import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     metrics, _ = run_cli(train, cfg, "cdvd-train")
-    # the value a sweeper optimises
-    return metrics.get("val/psnr_best", metrics.get("val/psnr"))
+    # the value a sweeper optimises (configs/train.yaml: optimized_metric)
+    return run_cli(lambda c: metric_value(metrics, c.get("optimized_metric")), cfg, "cdvd-train")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
+from cdvd.data.locking import make_once
 from cdvd.protocol import CLIP_LENGTH, check_frame_set
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ class DeblurDataModule(pl.LightningDataModule):
             if settings is None or target.exists():
                 continue
             logger.info("making the synthetic %s split in %s", kind, target)
-            synthesize(output=target, **dict(settings))
+            make_once(target, functools.partial(synthesize, output=target, **dict(settings)))
 
     def _videos(self, kind: str) -> list[VideoPair]:
         root, split = self.split_source(kind)
