@@ -19,15 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import CheckpointError, load_model, save_original
+from cdvd.config_checks import ConfigError, check_training_config, one_line
 from cdvd.data.io import DataError
+from cdvd.resume import clean_checkpoint_folder, register_resolvers
+
+# the configs' ${cdvd_run_dir:...} (a resumed run writes into its own folder): registered before Hydra composes
+register_resolvers()
 
 logger = logging.getLogger(__name__)
 
 CONFIG_PATH = "pkg://cdvd.configs"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names it."""
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -41,9 +42,7 @@ def check_config(cfg: DictConfig) -> None:
             check_patch_size(target, int(patch))
         except ValueError as err:
             raise ConfigError(f"data.patch_size={patch}: {err}") from err
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/config_checks.py)
     for key in ("pretrained", "flow_pretrained"):
         path = cfg.model.get(key)
         if path and not Path(path).is_file():
@@ -59,13 +58,13 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of a composed config: network, loss, optimiser and scheduler factories."""
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    # the parts as plain configs: the module builds them and keeps them in its checkpoints' hyper-parameters
     return instantiate(
         cfg.model,
-        net=instantiate(cfg.model.net),
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
+        net=OmegaConf.to_container(cfg.model.net, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
         _recursive_=False,
     )
 
@@ -88,6 +87,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    clean_checkpoint_folder(trainer)  # partial checkpoint files of killed runs (cdvd/resume.py)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -109,7 +109,7 @@ def run_cli(task: Any, cfg: DictConfig) -> Any:
     try:
         return task(cfg)
     except (DataError, CheckpointError, ConfigError) as err:
-        logger.error("%s", err)
+        logger.error("%s", one_line(err))
         sys.exit(2)
 
 
