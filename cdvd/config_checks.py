@@ -113,6 +113,21 @@ def check_training_config(cfg: Mapping[str, Any]) -> None:
         check_resume_checkpoint(cfg["ckpt_path"])
 
 
+def user_error_of(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The user's error (one of ``types``) that ``err`` wraps, if any.
+
+    ``hydra.utils.instantiate`` wraps whatever a constructor raises in an ``InstantiationException`` (a traceback
+    for the user): a :class:`CheckpointError` of ``model.pretrained``, say, is found again here through the
+    ``__cause__`` chain.
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, types):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def one_line(err: BaseException) -> str:
     """The user-facing line of ``err``: for an error re-raised from a DataLoader worker, the worker's own message.
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import CheckpointError, load_model, save_original
-from cdvd.config_checks import ConfigError, check_training_config, one_line
+from cdvd.config_checks import ConfigError, check_training_config, one_line, user_error_of
 from cdvd.data.io import DataError
 from cdvd.resume import clean_checkpoint_folder, register_resolvers
 
@@ -59,14 +60,17 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of a composed config: network, loss, optimiser and scheduler factories."""
     # the parts as plain configs: the module builds them and keeps them in its checkpoints' hyper-parameters
-    return instantiate(
-        cfg.model,
-        net=OmegaConf.to_container(cfg.model.net, resolve=True),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
-        _recursive_=False,
-    )
+    try:
+        return instantiate(
+            cfg.model,
+            net=OmegaConf.to_container(cfg.model.net, resolve=True),
+            loss=OmegaConf.to_container(cfg.loss, resolve=True),
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+            _recursive_=False,
+        )
+    except InstantiationException as err:  # a bad model.pretrained file: the user's error, not Hydra's
+        raise (user_error_of(err, (CheckpointError, DataError, ConfigError)) or err) from None
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
