@@ -323,10 +323,11 @@ def test_readme_resume_on_the_built_in_data(tmp_path: Path) -> None:
     cdvd_train = console_script("cdvd-train")
     first = _run_env([cdvd_train, *small, "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path, env_data)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert safe_torch_load(run / "checkpoints" / "last.ckpt")["global_step"] == 2  # 2 batches per epoch
     resume = [cdvd_train, *small, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
     second = _run_env(resume, tmp_path, env_data)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert safe_torch_load(run / "checkpoints" / "last.ckpt")["epoch"] == 1
+    assert safe_torch_load(run / "checkpoints" / "last.ckpt")["global_step"] == 4  # one more epoch, same folder
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["first"]
 
 
