@@ -212,9 +212,15 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files
+        if "unsupported global" in str(err).lower():
+            # a pickle that names a class or function (a crafted payload, or a checkpoint holding objects):
+            # refused, nothing in it has run
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain data and cannot be loaded safely: refused "
+                "(only checkpoints of plain data are read)"
+            ) from err
         raise CheckpointError(
-            f"{path} is not a checkpoint that can be loaded safely (only tensors and plain containers are read; "
-            f"{_first_line(err)})"
+            f"{path} is not a readable checkpoint (truncated, damaged or not a PyTorch file: {_first_line(err)})"
         ) from err
 
 

@@ -127,7 +127,7 @@ def test_crafted_pickle_never_runs_through_the_command_lines(
     assert result.returncode == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert ("evil.ckpt" in output) or ("network-default.pytorch" in output), output[-3000:]
-    assert "can be loaded safely" in output
+    assert "cannot be loaded safely" in output
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -375,6 +375,10 @@ def test_truncated_and_foreign_resume_files_are_named(tmp_path: Path) -> None:
             check_resume_checkpoint(path)
     with pytest.raises(ConfigError, match="no such checkpoint"):
         check_resume_checkpoint(tmp_path / "missing.ckpt")
+    # the same files given to a loader: named, and not mistaken for an unsafe one
+    for path in (truncated, text):
+        with pytest.raises(CheckpointError, match=f"{path} is not a readable checkpoint"):
+            cdvd.load_model(path)
 
 
 def test_worker_errors_come_back_as_their_own_line(tmp_path: Path) -> None:
