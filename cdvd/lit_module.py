@@ -146,8 +146,9 @@ class DeblurModule(pl.LightningModule):
         hparams.update(pretrained=None, flow_pretrained=None)
         hparams.update(kwargs)
         model = cls(**hparams)
-        model.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
-        model.on_load_checkpoint(dict(checkpoint))
+        if strict is not False:
+            model.check_checkpoint_matches(checkpoint, str(checkpoint_path))
+        model.load_state_dict(checkpoint["state_dict"], strict=strict is not False)
         return model
 
     def forward(self, clip: torch.Tensor):  # noqa: ANN201 - CascadeOutput
@@ -254,3 +255,29 @@ class DeblurModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCH_KEY] = architecture(self.net)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint of another network before Lightning's strict load fails with a trace."""
+        trainer = self._trainer
+        source = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        self.check_checkpoint_matches(checkpoint, str(source or "the checkpoint"))
+
+    def check_checkpoint_matches(self, checkpoint: Mapping[str, Any], source: str) -> None:
+        """Raise a one-line :class:`CheckpointError` naming ``source`` unless ``checkpoint`` fits this network."""
+        stored = checkpoint.get(ARCH_KEY)
+        ours = architecture(self.net)
+        if isinstance(stored, Mapping):
+            differs = [f"{k} {stored[k]} (this run: {ours[k]})" for k in ours if k in stored and stored[k] != ours[k]]
+            if differs:
+                raise CheckpointError(
+                    f"{source} was written by another network: {', '.join(differs)}; resume with the run's settings"
+                )
+        state = checkpoint.get("state_dict") or {}
+        expected = self.state_dict()
+        wrong = [k for k, v in expected.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+        wrong += [k for k in state if k not in expected]
+        if wrong:
+            raise CheckpointError(
+                f"{source} does not match this run's network ({len(wrong)} missing, unexpected or mis-shaped "
+                f"weights, e.g. {wrong[0]}); resume with the run's settings"
+            )

@@ -20,7 +20,15 @@ from conftest import console_script, run_command, smoke_cli_args
 import cdvd
 from cdvd.atomic import remove_stale_temp_files, temp_path
 from cdvd.callbacks import AtomicCheckpointIO
-from cdvd.checkpoints import CheckpointError, load_flow_weights, load_weights, plain, safe_torch_load
+from cdvd.checkpoints import (
+    ARCH_KEY,
+    CheckpointError,
+    architecture,
+    load_flow_weights,
+    load_weights,
+    plain,
+    safe_torch_load,
+)
 from cdvd.config_checks import (
     ConfigError,
     check_accelerator,
@@ -189,6 +197,27 @@ def test_module_built_from_objects_stores_its_network_and_optimizer_as_configs(t
     assert again.net.residual and isinstance(again.configure_optimizers(), torch.optim.AdamW)
     with pytest.raises(ValueError, match="loss="):
         again.compute_loss({"blur": torch.zeros(1, 5, 3, 16, 16), "sharp": torch.zeros(1, 5, 3, 16, 16)})
+
+
+def test_resume_checkpoint_of_another_network_or_not_ours_is_one_line(tmp_path: Path) -> None:
+    import functools
+
+    from cdvd.losses import L1HEMLoss
+
+    torch.manual_seed(0)
+    module = DeblurModule(CDVDTSP(n_feat=4, n_resblock=1), L1HEMLoss(), functools.partial(torch.optim.Adam, lr=1e-4))
+    path = tmp_path / "n8.ckpt"
+    other = CDVDTSP(n_feat=8, n_resblock=1)
+    checkpoint = {"state_dict": {f"net.{k}": v for k, v in other.state_dict().items()}, ARCH_KEY: architecture(other)}
+    with pytest.raises(CheckpointError, match="n8.ckpt was written by another network: n_feat 8 .this run: 4."):
+        module.check_checkpoint_matches(checkpoint, str(path))
+    del checkpoint[ARCH_KEY]
+    with pytest.raises(CheckpointError, match="n8.ckpt does not match this run's network"):
+        module.check_checkpoint_matches(checkpoint, str(path))
+    # an original CDVD-TSP state dict given as ckpt_path: not a training checkpoint
+    torch.save(other.state_dict(), path)
+    with pytest.raises(CheckpointError, match="n8.ckpt is not a training checkpoint"):
+        AtomicCheckpointIO().load_checkpoint(path)
 
 
 # ------------------------------------------------------------------------------------------------------------
