@@ -11,13 +11,30 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from cdvd.checkpoints import atomic_torch_save
+from cdvd.checkpoints import CheckpointError, atomic_torch_save, safe_torch_load
 from cdvd.data.io import write_rgb
+from cdvd.data.resumable import ResumableDataLoader
 from cdvd.metrics import to_uint8
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Saves checkpoints to a temporary file beside the target, then renames it into place."""
+    """Saves checkpoints to a temporary file beside the target, then renames it into place; loads them safely.
+
+    Loading (``ckpt_path=`` resume) always reads with ``weights_only=True`` (tensors and plain containers only),
+    whatever the caller asks: a file that holds other objects is refused with a
+    :class:`cdvd.checkpoints.CheckpointError` naming it, never unpickled.
+    """
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike,
+        map_location: Any | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        checkpoint = safe_torch_load(path, map_location=map_location)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path} is not a training checkpoint (no state_dict): pass a last.ckpt to resume")
+        return checkpoint
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
@@ -29,6 +46,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RNGStateCallback(pl.Callback):
     """Saves the global random states (torch, CUDA, numpy, Python) in checkpoints and restores them on resume.
+
+    It also lets a :class:`cdvd.data.resumable.ResumableDataLoader` count the batches training has taken, so that a
+    checkpoint taken in the middle of an epoch resumes with the same batches.
 
     With them a run resumed from an epoch-boundary checkpoint draws the same crops, flips and shuffles as the run
     that was never interrupted. The states are put back twice: when the checkpoint is loaded, and again after the
@@ -66,6 +86,12 @@ class RNGStateCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pending = None
+        # a ResumableDataLoader counts the batches that training took, not the ones fetched ahead
+        epoch_loop = trainer.fit_loop.epoch_loop
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            if isinstance(loader, ResumableDataLoader):
+                loader.progress = lambda: epoch_loop.batch_progress.current.ready
 
 
 class SaveValidationImages(pl.Callback):

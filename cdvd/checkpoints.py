@@ -192,26 +192,61 @@ def pwc_file_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 # reading files
 
 
-def read_checkpoint_file(path: str | os.PathLike) -> Any:
-    """``torch.load`` on CPU with a clear error for a missing file or one that is not a checkpoint.
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (torch's unpickling errors run to a dozen lines)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0].strip() if text else ''}".rstrip(": ")
 
-    Tensors-only files are read with ``weights_only=True``; a Lightning ``.ckpt`` of ours may hold config
-    objects and is then read in full (only load checkpoints you trust).
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary objects.
+
+    A file that such a load refuses (a pickle of other objects, a truncated or foreign file) is never read any
+    other way: it is refused with one line that names it.
+
+    Raises:
+        CheckpointError: the file is missing or holds more than tensors and plain containers.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (pass the path of an existing .pt/.ckpt file)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first_error:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files
-        if path.suffix == ".ckpt":
-            try:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as err:  # noqa: BLE001 - reported with the file name
-                raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files
+        if "unsupported global" in str(err).lower():
+            # a pickle that names a class or function (a crafted payload, or a checkpoint holding objects):
+            # refused, nothing in it has run
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain data and cannot be loaded safely: refused "
+                "(only checkpoints of plain data are read)"
+            ) from err
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(first_error).__name__}: {first_error})"
-        ) from first_error
+            f"{path} is not a readable checkpoint (truncated, damaged or not a PyTorch file: {_first_line(err)})"
+        ) from err
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> Any:
+    """Read a checkpoint on CPU with :func:`safe_torch_load`: a clear error for a missing or unsafe file."""
+    return safe_torch_load(path, map_location="cpu")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain Python data that ``torch.load(weights_only=True)`` reads back.
+
+    OmegaConf containers become dicts and lists (resolved), paths become strings, tuples stay tuples; anything
+    else is returned as it is.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def _tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -345,6 +380,9 @@ def save_original(model: CDVDTSP, path: str | os.PathLike) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: no half-written file on a crash."""
-    with atomic_destination(path) as tmp:
+    """``torch.save`` to a temporary file beside ``path``, then rename: no half-written file on a crash.
+
+    Partial files of writers killed earlier in the same folder are removed first.
+    """
+    with atomic_destination(path, clean_stale=True) as tmp:
         torch.save(obj, tmp)

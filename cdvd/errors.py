@@ -13,3 +13,20 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A setting that cannot work; the message names it."""
+
+
+def user_message(err: BaseException) -> str:
+    """The user-facing line of ``err``: for an error re-raised from a DataLoader worker, the worker's own message.
+
+    PyTorch re-raises a worker's exception in the main process with the worker's whole traceback in its message
+    (``Caught DataError in DataLoader worker process 0. Original Traceback ...``); its last line is the message.
+    """
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        for start in (prefix, f"{type(err).__qualname__}: "):
+            if last.startswith(start):
+                return last[len(start) :]
+        return last
+    return text

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from cdvd.checkpoints import ARCH_KEY, architecture, load_flow_weights, load_weights
+from cdvd.checkpoints import (
+    ARCH_KEY,
+    CheckpointError,
+    architecture,
+    load_flow_weights,
+    load_weights,
+    plain,
+    safe_torch_load,
+)
 from cdvd.metrics import psnr_protocol, ssim_protocol
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
@@ -32,17 +42,38 @@ def build_param_groups(net: CDVDTSP, lr: float, flow_lr_scale: float) -> list[di
     ]
 
 
+def _is_config(value: Any) -> bool:
+    """Whether ``value`` is a ``_target_`` config (a mapping) rather than the object it describes."""
+    return isinstance(value, Mapping) and "_target_" in value
+
+
+def _partial_config(factory: Any) -> dict[str, Any] | None:
+    """The ``_partial_`` config of a ``functools.partial`` of a class or function (None for anything else)."""
+    func = getattr(factory, "func", None)
+    if func is None or getattr(factory, "args", ()) or not hasattr(func, "__qualname__"):
+        return None
+    return {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **plain(factory.keywords)}
+
+
 class DeblurModule(pl.LightningModule):
     """Trains and validates :class:`CDVDTSP`.
 
+    Every part can be given built (a module, a partial) or as its Hydra ``_target_`` config (plain mappings, built
+    here with :func:`hydra.utils.instantiate`). The configs are what the checkpoint's hyper-parameters keep (plain
+    data, readable with ``weights_only=True``), so ``DeblurModule.load_from_checkpoint(path)`` rebuilds the module
+    without any argument. A built network is stored as its architecture; a built optimiser partial as its config;
+    a built loss cannot be written down and is stored as ``None`` (pass ``loss=`` to train such a reloaded module).
+
     Args:
-        net: the network.
+        net: the network, or its config (``{"_target_": "cdvd.models.CDVDTSP", "n_feat": ..., ...}``).
         loss: a module mapping ``(CascadeOutput, sharp clip (B, 5, 3, H, W))`` to a dict with ``loss`` and its
-            components (see :mod:`cdvd.losses`).
-        optimizer: a partial optimiser (Hydra ``_partial_: true``) called with the parameter groups.
-        scheduler: ``{"scheduler": partial, "interval": "epoch"|"step"}`` or None. A ``OneCycleLR`` gets its
-            ``total_steps`` from the trainer, per-group ``max_lr`` in the groups' lr ratio and, unless given,
-            ``div_factor = max_lr / lr`` so that it starts at the optimiser's lr (the 2021 fork's "lr to max_lr").
+            components (see :mod:`cdvd.losses`), or its config; ``None``: evaluation only.
+        optimizer: a partial optimiser (Hydra ``_partial_: true``) called with the parameter groups, or its config;
+            ``None``: evaluation only.
+        scheduler: ``{"scheduler": partial or its config, "interval": "epoch"|"step"}`` or None. A ``OneCycleLR``
+            gets its ``total_steps`` from the trainer, per-group ``max_lr`` in the groups' lr ratio and, unless
+            given, ``div_factor = max_lr / lr`` so that it starts at the optimiser's lr (the 2021 fork's "lr to
+            max_lr").
         flow_lr_scale: learning rate of the flow net relative to the rest.
         pretrained: initialise from an original CDVD-TSP ``.pt`` or a checkpoint of ours.
         flow_pretrained: initialise the flow net from PWC-Net's ``network-default.pytorch``.
@@ -52,9 +83,9 @@ class DeblurModule(pl.LightningModule):
 
     def __init__(
         self,
-        net: CDVDTSP,
-        loss: nn.Module,
-        optimizer: OptimizerFactory,
+        net: CDVDTSP | Mapping[str, Any],
+        loss: nn.Module | Mapping[str, Any] | None = None,
+        optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         *,
         flow_lr_scale: float = 1.0,
@@ -64,11 +95,22 @@ class DeblurModule(pl.LightningModule):
         log_images: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])
-        self.net = net
-        self.loss = loss
-        self.optimizer_factory = optimizer
+        if scheduler is not None and _is_config(scheduler.get("scheduler")):
+            scheduler = {**scheduler, "scheduler": instantiate(plain(scheduler["scheduler"]))}
+        self.net = instantiate(plain(net)) if _is_config(net) else net
+        self.loss = instantiate(plain(loss)) if _is_config(loss) else loss
+        self.optimizer_factory = instantiate(plain(optimizer)) if _is_config(optimizer) else optimizer
         self.scheduler_cfg = scheduler
+        # the hyper-parameters: plain data from which load_from_checkpoint rebuilds this module
+        net = plain(net) if _is_config(net) else {"_target_": "cdvd.models.CDVDTSP", **architecture(self.net)}
+        loss = plain(loss) if _is_config(loss) else None
+        optimizer = plain(optimizer) if _is_config(optimizer) else _partial_config(optimizer)
+        if scheduler is not None:
+            factory = scheduler.get("scheduler")
+            scheduler = {**plain(dict(scheduler)), "scheduler": _partial_config(factory) if factory else None}
+        pretrained = str(pretrained) if pretrained else None
+        flow_pretrained = str(flow_pretrained) if flow_pretrained else None
+        self.save_hyperparameters(logger=False)
         if flow_pretrained:
             load_flow_weights(self.net, flow_pretrained)
         if pretrained:
@@ -82,6 +124,32 @@ class DeblurModule(pl.LightningModule):
         self.val_psnr_stage1 = MeanMetric()
         self.val_psnr_best = MaxMetric()
         self._step_generator: torch.Generator | None = None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike, map_location: Any = "cpu", strict: bool | None = None, **kwargs: Any
+    ) -> DeblurModule:
+        """Rebuild a module from one of our ``.ckpt`` files, read with ``weights_only=True`` (plain data only).
+
+        ``kwargs`` replace stored hyper-parameters (e.g. ``loss=...``). The weights the module was initialised from
+        (``pretrained``, ``flow_pretrained``) are in the checkpoint already and are not read again.
+
+        Raises:
+            CheckpointError: the file is missing, holds more than plain data, or is not a checkpoint of this module.
+        """
+        checkpoint = safe_torch_load(checkpoint_path, map_location=map_location)
+        if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{checkpoint_path} is not a training checkpoint of cdvd (no state_dict)")
+        hparams = dict(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+        if "net" not in hparams:
+            hparams["net"] = {"_target_": "cdvd.models.CDVDTSP", **(checkpoint.get(ARCH_KEY) or {})}
+        hparams.update(pretrained=None, flow_pretrained=None)
+        hparams.update(kwargs)
+        model = cls(**hparams)
+        if strict is not False:
+            model.check_checkpoint_matches(checkpoint, str(checkpoint_path))
+        model.load_state_dict(checkpoint["state_dict"], strict=strict is not False)
+        return model
 
     def forward(self, clip: torch.Tensor):  # noqa: ANN201 - CascadeOutput
         return self.net(clip)
@@ -97,6 +165,8 @@ class DeblurModule(pl.LightningModule):
         return self._step_generator
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.loss is None:
+            raise ValueError("this module has no loss: pass loss= (e.g. to load_from_checkpoint) to train it")
         outputs = self.net(batch["blur"])
         return self.loss(outputs, batch["sharp"], generator=self._generator())
 
@@ -157,6 +227,8 @@ class DeblurModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------- optimiser, scheduler
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("this module has no optimizer: pass optimizer= (e.g. to load_from_checkpoint) to train it")
         probe = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
         lr = probe.param_groups[0]["lr"]
         groups = build_param_groups(self.net, lr, self.hparams.flow_lr_scale)
@@ -183,3 +255,29 @@ class DeblurModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCH_KEY] = architecture(self.net)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint of another network before Lightning's strict load fails with a trace."""
+        trainer = self._trainer
+        source = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        self.check_checkpoint_matches(checkpoint, str(source or "the checkpoint"))
+
+    def check_checkpoint_matches(self, checkpoint: Mapping[str, Any], source: str) -> None:
+        """Raise a one-line :class:`CheckpointError` naming ``source`` unless ``checkpoint`` fits this network."""
+        stored = checkpoint.get(ARCH_KEY)
+        ours = architecture(self.net)
+        if isinstance(stored, Mapping):
+            differs = [f"{k} {stored[k]} (this run: {ours[k]})" for k in ours if k in stored and stored[k] != ours[k]]
+            if differs:
+                raise CheckpointError(
+                    f"{source} was written by another network: {', '.join(differs)}; resume with the run's settings"
+                )
+        state = checkpoint.get("state_dict") or {}
+        expected = self.state_dict()
+        wrong = [k for k, v in expected.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+        wrong += [k for k in state if k not in expected]
+        if wrong:
+            raise CheckpointError(
+                f"{source} does not match this run's network ({len(wrong)} missing, unexpected or mis-shaped "
+                f"weights, e.g. {wrong[0]}); resume with the run's settings"
+            )

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cdvd.errors import ConfigError
+from cdvd.resume import register_resolvers as register_resume_resolvers
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def register_resolvers() -> None:
     :func:`cdvd.training.train` call it)."""
     if not OmegaConf.has_resolver("cdvd_run_name"):
         OmegaConf.register_new_resolver("cdvd_run_name", run_name)
+    register_resume_resolvers()  # ${cdvd_run_dir:...}: a resumed run writes into its own folder
 
 
 def check_logger_packages(logger_cfg: Mapping[str, Any] | None) -> None:

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from cdvd.checkpoints import load_model, save_original
-from cdvd.errors import ConfigError
+from cdvd.checkpoints import CheckpointError, load_model, save_original
+from cdvd.config_checks import ConfigError, check_training_config, user_error_of
+from cdvd.data.io import DataError
+from cdvd.resume import clean_checkpoint_folder
 from cdvd.tracking import check_logger_packages, log_final_hparams, register_resolvers
 
 logger = logging.getLogger(__name__)
@@ -29,9 +32,7 @@ def check_config(cfg: DictConfig) -> None:
             check_patch_size(target, int(patch))
         except ValueError as err:
             raise ConfigError(f"data.patch_size={patch}: {err}") from err
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/config_checks.py)
     try:
         check_logger_packages(cfg.get("logger"))
     except ValueError as err:
@@ -51,15 +52,18 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of a composed config: network, loss, optimiser and scheduler factories."""
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    return instantiate(
-        cfg.model,
-        net=instantiate(cfg.model.net),
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        _recursive_=False,
-    )
+    # the parts as plain configs: the module builds them and keeps them in its checkpoints' hyper-parameters
+    try:
+        return instantiate(
+            cfg.model,
+            net=OmegaConf.to_container(cfg.model.net, resolve=True),
+            loss=OmegaConf.to_container(cfg.loss, resolve=True),
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+            _recursive_=False,
+        )
+    except InstantiationException as err:  # a bad model.pretrained file: the user's error, not Hydra's
+        raise (user_error_of(err, (CheckpointError, DataError, ConfigError)) or err) from None
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
@@ -81,6 +85,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    clean_checkpoint_folder(trainer)  # partial checkpoint files of killed runs (cdvd/resume.py)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

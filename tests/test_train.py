@@ -181,8 +181,8 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides:
             ]
         )
     )
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

@@ -10,7 +10,7 @@ from typing import NoReturn, TypeVar
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cdvd.errors import UserError
+from cdvd.errors import UserError, user_message
 from cdvd.tracking import register_resolvers
 
 CONFIG_PATH = "pkg://cdvd.configs"
@@ -64,7 +64,7 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
         return task(cfg)
     except UserError as err:
         logger.debug("user error", exc_info=True)
-        fail(prog, str(err))
+        fail(prog, user_message(err))
     except OmegaConfBaseException as err:
         fail(prog, f"bad setting: {err}".replace("\n", "; "))
     except KeyboardInterrupt:

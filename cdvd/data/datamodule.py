@@ -13,10 +13,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cdvd.checkpoints import plain
 from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
 from cdvd.data.locking import make_once
+from cdvd.data.resumable import ResumableDataLoader
 from cdvd.protocol import CLIP_LENGTH, check_frame_set
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,9 @@ class DeblurDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, instead got {num_workers}")
         if synthesize is not None and layout != "folder":
             raise ValueError(f"synthesize needs the folder layout, instead got layout={layout!r}")
+        # checkpoints hold plain data only (they are read back with weights_only=True): no DictConfig, no Path
+        root, train_root, val_root = (str(r) if r is not None else None for r in (root, train_root, val_root))
+        synthesize = plain(synthesize)
         self.save_hyperparameters(logger=False)
         self.layout = layout
         self.root = root
@@ -285,12 +290,13 @@ class DeblurDataModule(pl.LightningDataModule):
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
         }
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        return DataLoader(
+        # resumable: a checkpoint taken mid-epoch resumes with the same batches (see ResumableDataLoader)
+        return ResumableDataLoader(
             self.train_set,
             batch_size=self.batch_size,
             shuffle=True,

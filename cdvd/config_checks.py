@@ -1,0 +1,125 @@
+"""Checks of a composed training config that turn deep library failures into one line naming the setting or file.
+
+Each check is a small function of plain values (so that it can be tested alone and called from any entry point);
+:func:`check_training_config` runs them all on a composed ``cdvd-train`` config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cdvd.checkpoints import CheckpointError
+from cdvd.errors import ConfigError
+
+
+def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite float, positive (or zero where ``allow_zero``), else a :class:`ConfigError`.
+
+    Args:
+        name: the setting's dotted name, for the message (``optimizer.lr``).
+        value: what the config holds (a number, or a string the user typed, such as ``abc``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{name}={value}: not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value}: not a number (e.g. {name}=1e-4)") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}={value}: must be a finite number")
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value}: must be {bound}")
+    return number
+
+
+def check_learning_rates(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, flow_lr_scale: Any) -> None:
+    """The optimiser's ``lr`` (and ``weight_decay``), a scheduler's ``max_lr`` and the flow net's lr scale.
+
+    Args:
+        optimizer: the ``optimizer`` config (``lr``, ``weight_decay`` where present).
+        scheduler: the ``scheduler`` config (``{"scheduler": {... "max_lr": ...} | None, ...}``) or None.
+        flow_lr_scale: ``model.flow_lr_scale`` (0 freezes the flow net).
+    """
+    if "lr" in optimizer:
+        check_positive_number("optimizer.lr", optimizer["lr"])
+    if optimizer.get("weight_decay") is not None:
+        check_positive_number("optimizer.weight_decay", optimizer["weight_decay"], allow_zero=True)
+    inner = (scheduler or {}).get("scheduler") or {}
+    if isinstance(inner, Mapping) and inner.get("max_lr") is not None:
+        check_positive_number("scheduler.scheduler.max_lr", inner["max_lr"])
+    check_positive_number("model.flow_lr_scale", flow_lr_scale, allow_zero=True)
+
+
+def check_accelerator(accelerator: Any, devices: Any, *, cuda_devices: int | None = None) -> None:
+    """A GPU run on a machine with fewer GPUs than it asks for (Lightning's MisconfigurationException, early).
+
+    Args:
+        accelerator: ``trainer.accelerator`` (``gpu``/``cuda`` are checked; ``auto`` and ``cpu`` always work).
+        devices: ``trainer.devices`` (a count, a list of indices, ``-1`` or ``auto``).
+        cuda_devices: the number of CUDA GPUs (default: what torch sees on this machine).
+    """
+    if str(accelerator).lower() not in ("gpu", "cuda"):
+        return
+    available = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+    hint = "run on a machine with a GPU, or choose trainer=cpu (slow: for trying the settings)"
+    if available == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU; {hint}")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
+        raise ConfigError(f"trainer.devices={devices}: this machine has {available} CUDA GPU(s); {hint}")
+
+
+def check_resume_checkpoint(path: str | os.PathLike) -> Path:
+    """``ckpt_path``: a whole checkpoint file in PyTorch's zip format (a truncated copy fails here, in one line).
+
+    What it holds is checked when it is read (with ``weights_only=True``, by
+    :class:`cdvd.callbacks.AtomicCheckpointIO`).
+
+    Raises:
+        ConfigError: no such file.
+        CheckpointError: the file is empty, truncated or not a PyTorch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such checkpoint (pass the last.ckpt of the run to resume)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CheckpointError(
+            f"{path} is not a whole checkpoint (truncated or not a PyTorch file: {err}); resume from another one"
+        ) from err
+    if bad is not None:
+        raise CheckpointError(f"{path} is damaged (entry {bad} fails its checksum); resume from another one")
+    return path
+
+
+def check_training_config(cfg: Mapping[str, Any]) -> None:
+    """Every check above on a composed ``cdvd-train`` config (a DictConfig or a plain mapping)."""
+    check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
+    trainer = cfg.get("trainer") or {}
+    check_accelerator(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"))
+    if cfg.get("ckpt_path"):
+        check_resume_checkpoint(cfg["ckpt_path"])
+
+
+def user_error_of(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The user's error (one of ``types``) that ``err`` wraps, if any.
+
+    ``hydra.utils.instantiate`` wraps whatever a constructor raises in an ``InstantiationException`` (a traceback
+    for the user): a :class:`CheckpointError` of ``model.pretrained``, say, is found again here through the
+    ``__cause__`` chain.
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, types):
+            return seen
+        seen = seen.__cause__
+    return None

@@ -1,0 +1,70 @@
+"""Resuming a training run: where a resumed run writes, and the partial files a killed run leaves behind.
+
+A run resumed with ``ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>`` (its TensorBoard folder, its
+checkpoints, its ``train.log``) rather than in a new dated folder. The choice is made in the Hydra config, where the
+run folder is chosen, by the resolvers registered here (``configs/hydra/train.yaml``)::
+
+    hydra.run.dir: ${cdvd_run_dir:${ckpt_path},outputs/${task_name}/runs/<date>_<time>}
+    hydra.output_subdir: ${cdvd_config_subdir:${ckpt_path},.hydra,.hydra/resumed_<date>_<time>}
+
+so Hydra itself creates no stray folder, and the resumed run's composed config is kept beside the original one
+(``.hydra/resumed_<date>_<time>/``) instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from cdvd.atomic import remove_stale_temp_files
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FOLDER = "checkpoints"
+
+
+def run_folder_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
+    """``<run>`` when ``ckpt_path`` is ``<run>/checkpoints/<file>``, else None (not a checkpoint of a run folder)."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    if path.parent.name != CHECKPOINT_FOLDER:
+        return None
+    return path.parent.parent
+
+
+def run_dir(ckpt_path: str | None, default: str) -> str:
+    """The resolver ``cdvd_run_dir``: the run folder of ``ckpt_path`` (see above), else ``default``."""
+    folder = run_folder_of_checkpoint(ckpt_path)
+    return str(folder) if folder is not None else default
+
+
+def config_subdir(ckpt_path: str | None, fresh: str, resumed: str) -> str:
+    """The resolver ``cdvd_config_subdir``: Hydra's config folder, ``resumed`` when continuing a run folder."""
+    return resumed if run_folder_of_checkpoint(ckpt_path) is not None else fresh
+
+
+def register_resolvers() -> None:
+    """Register ``cdvd_run_dir`` and ``cdvd_config_subdir`` with OmegaConf (again: no effect)."""
+    for name, function in (("cdvd_run_dir", run_dir), ("cdvd_config_subdir", config_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+def clean_checkpoint_folder(trainer: pl.Trainer) -> list[Path]:
+    """Remove the partial checkpoint files that killed runs left in the trainer's checkpoint folders.
+
+    Only on the global rank zero; only hidden ``.name.tmp<pid>.ckpt`` files of processes that no longer run.
+    """
+    removed: list[Path] = []
+    if not trainer.is_global_zero:
+        return removed
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            removed += remove_stale_temp_files(callback.dirpath)
+    return removed
