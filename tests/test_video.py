@@ -299,11 +299,11 @@ def test_segment_without_its_record_is_not_reused(clips: dict[str, Path], tmp_pa
     assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "seg_000000.json", "seg_000000.mkv"]
 
 
-def test_full_disk_is_an_error_and_leaves_no_output(clips: dict[str, Path], tmp_path: Path) -> None:
-    """On a tiny tmpfs the segments fit but the joined file does not: DataError, nothing under the final name."""
-    source = clips["mp4"]
+@pytest.mark.parametrize("room", ["none", "for_parts"])
+def test_full_disk_is_an_error_and_leaves_no_output(clips: dict[str, Path], tmp_path: Path, room: str) -> None:
+    """On a tiny tmpfs: the disk fills while segments are written, or (``for_parts``) while they are joined."""
+    info = probe_video(clips["mp4"])
     noise = [np.random.default_rng(i).integers(0, 256, (H, W, 3), dtype=np.uint8) for i in range(N_FRAMES)]
-    info = probe_video(source)
 
     def write(folder: Path) -> SegmentedVideoWriter:
         writer = SegmentedVideoWriter(folder / "out.mp4", info=info, crf=0, segment_frames=10)
@@ -311,21 +311,22 @@ def test_full_disk_is_an_error_and_leaves_no_output(clips: dict[str, Path], tmp_
             writer.write(image)
         return writer  # 20 frames: two complete segments, finish() only joins them
 
-    probe_dir = tmp_path / "measure"
-    probe_dir.mkdir()
-    write(probe_dir)
-    parts_bytes = sum(-(-p.stat().st_size // 4096) * 4096 for p in (probe_dir / ".out.mp4.parts").iterdir())
+    size = 3 * 4096  # the manifest and a little
+    if room == "for_parts":  # room for the parts, not for the joined copy
+        measure = tmp_path / "measure"
+        measure.mkdir()
+        write(measure)
+        size += sum(-(-p.stat().st_size // 4096) * 4096 for p in (measure / ".out.mp4.parts").iterdir())
     mount = tmp_path / "tiny"
     mount.mkdir()
-    size = parts_bytes + 4 * 4096  # room for the parts, not for the joined copy
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     try:
         with pytest.raises(DataError, match="out.mp4"):
             write(mount).finish()
-        assert not (mount / "out.mp4").exists()
-        assert [p.name for p in mount.iterdir()] == [".out.mp4.parts"]  # parts kept for a rerun, no temp file
+        assert [p.name for p in mount.iterdir()] == [".out.mp4.parts"]  # no output, no temp file beside it
+        assert not any(p.name.endswith(".tmp") for p in (mount / ".out.mp4.parts").iterdir())
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
@@ -353,8 +354,10 @@ def test_settings_the_container_cannot_take_name_the_setting(tmp_path: Path) -> 
         SegmentedVideoWriter(tmp_path / "o.mp4", info=info, codec="no-such-codec")
     with pytest.raises(ValueError, match="output="):
         SegmentedVideoWriter(tmp_path / "o.avi", info=info)
-    with pytest.raises(ValueError, match="crf=99"):
-        SegmentedVideoWriter(tmp_path / "o.mp4", info=info, crf=99)
+    with pytest.raises(ValueError, match="crf=52"):
+        SegmentedVideoWriter(tmp_path / "o.mp4", info=info, crf=52)
+    with pytest.raises(ValueError, match="preset=fastest"):
+        SegmentedVideoWriter(tmp_path / "o.mkv", info=info, preset="fastest")
     with pytest.raises(ValueError, match="pix_fmt=rgb48le"):
         SegmentedVideoWriter(tmp_path / "o.mp4", info=info, pix_fmt="rgb48le")
     assert not any(tmp_path.iterdir())

@@ -51,6 +51,8 @@ OUTPUT_FORMATS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", "
 #: Default crf per encoder (visually lossless-ish for the H.264 default; each encoder has its own scale).
 DEFAULT_CRF: dict[str, int] = {"libx264": 18, "libx265": 20, "libvpx-vp9": 30, "libaom-av1": 30, "libsvtav1": 30}
 
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
 #: x264's preset names mapped to libvpx's speed (``cpu-used``) for VP9, which has no presets.
 _VP9_SPEED = {"ultrafast": 5, "superfast": 5, "veryfast": 4, "faster": 4, "fast": 3, "medium": 2, "slow": 1}
 
@@ -520,8 +522,11 @@ class SegmentedVideoWriter:
         if pix_fmt not in [f.name for f in av.codec.Codec(self.codec, "w").video_formats or []]:
             raise ValueError(f"pix_fmt={pix_fmt}: {self.codec} cannot encode it")
         self.crf = DEFAULT_CRF.get(self.codec) if crf is None else int(crf)
-        if self.crf is not None and not 0 <= self.crf <= 63:
-            raise ValueError(f"crf={crf}: must be in [0, 63] (x264: 0 lossless ... 51; VP9 0 ... 63)")
+        top = 51 if self.codec in ("libx264", "libx265") else 63
+        if self.crf is not None and not 0 <= self.crf <= top:
+            raise ValueError(f"crf={crf}: must be in [0, {top}] for {self.codec} (lower is better; 0 is lossless)")
+        if self.codec in ("libx264", "libx265") and preset not in _X264_PRESETS:
+            raise ValueError(f"preset={preset}: not one of {', '.join(_X264_PRESETS)}")
         if segment_frames < 1:
             raise ValueError(f"segment_frames={segment_frames}: must be at least 1")
         if threads < 0:
@@ -552,8 +557,8 @@ class SegmentedVideoWriter:
         if self.codec in ("libx264", "libx265", "libsvtav1"):
             opts["preset"] = self.preset
         elif self.codec == "libvpx-vp9":
-            if self.preset not in _VP9_SPEED and self.preset not in ("slower", "veryslow"):
-                raise ValueError(f"preset={self.preset}: not a preset name ({', '.join(_VP9_SPEED)}...)")
+            if self.preset not in _X264_PRESETS:
+                raise ValueError(f"preset={self.preset}: not one of {', '.join(_X264_PRESETS)}")
             opts.update({"deadline": "good", "cpu-used": str(_VP9_SPEED.get(self.preset, 0)), "b": "0"})
             opts["row-mt"] = "0"
         if self.crf is not None:
@@ -716,32 +721,39 @@ class SegmentedVideoWriter:
             seg["container"].mux(packet)
 
     def _close_segment(self) -> None:
-        seg, self._open = self._open, None
-        assert seg is not None
-        try:
-            self._mux_segment_packets(seg, seg["stream"].encode(None))
-        finally:
-            seg["container"].close()
-        if len(seg["packets"]) != len(seg["pts"]):
-            raise DataError(
-                f"cannot write video {self.final_path}: the encoder gave {len(seg['packets'])} packets for "
-                f"{len(seg['pts'])} frames (codec={self.codec} is not supported for segmented writing)"
-            )
+        seg = self._open
+        assert seg is not None and self._size is not None
         tmp: Path = seg["tmp"]
-        _fsync(tmp)
         media = tmp.with_suffix("")  # seg_000000.mkv
-        os.replace(tmp, media)
-        record = {
-            "pts": seg["pts"],
-            "packets": seg["packets"],
-            "width": self._size[0],  # type: ignore[index]
-            "height": self._size[1],  # type: ignore[index]
-            "bytes": media.stat().st_size,
-        }
-        _write_json(media.with_suffix(".json"), record)  # the segment counts as complete from here on
-        self._segments.append(
-            _Segment(seg["index"], list(seg["pts"]), list(seg["packets"]), self._size[0], self._size[1])  # type: ignore[index]
-        )
+        record_path = media.with_suffix(".json")
+        try:
+            try:
+                self._mux_segment_packets(seg, seg["stream"].encode(None))
+            finally:
+                seg["container"].close()
+            if len(seg["packets"]) != len(seg["pts"]):
+                raise DataError(
+                    f"cannot write video {self.final_path}: the encoder gave {len(seg['packets'])} packets for "
+                    f"{len(seg['pts'])} frames (codec={self.codec} is not supported for segmented writing)"
+                )
+            _fsync(tmp)
+            os.replace(tmp, media)
+            record = {
+                "pts": seg["pts"],
+                "packets": seg["packets"],
+                "width": self._size[0],
+                "height": self._size[1],
+                "bytes": media.stat().st_size,
+            }
+            _write_json(record_path, record)  # the segment counts as complete from here on
+        except BaseException:
+            self._open = None
+            for path in (tmp, media, record_path.with_name(record_path.name + ".tmp")):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        self._open = None
+        self._segments.append(_Segment(seg["index"], seg["pts"], seg["packets"], *self._size))
         logger.debug("%s: segment %d complete (%d frames)", self.final_path, seg["index"], len(seg["pts"]))
 
     # -- finishing
