@@ -17,8 +17,11 @@ import pytest
 
 from cdvd.data.io import DataError
 from cdvd.data.video import (
+    DecodedFrame,
+    FrameTap,
     SegmentedVideoWriter,
     VideoInfo,
+    compare_path,
     file_fingerprint,
     is_video_path,
     probe_video,
@@ -27,6 +30,7 @@ from cdvd.data.video import (
     upright,
     writable_destination,
     write_test_video,
+    written_with,
 )
 
 N_FRAMES = 20
@@ -70,6 +74,13 @@ def stream_packets(path: Path, kind: str) -> list[bytes]:
     with av.open(str(path)) as container:
         stream = getattr(container.streams, kind)[0]
         return [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def audio_end(path: Path) -> float:
+    """Seconds at which the first audio track ends."""
+    with av.open(str(path)) as container:
+        last = [p for p in container.demux(container.streams.audio[0]) if p.size][-1]
+        return float((last.pts + last.duration) * last.time_base)
 
 
 def write_all(path: Path, source: Path, *, stop_after: int | None = None, **kwargs) -> SegmentedVideoWriter:
@@ -187,7 +198,9 @@ def test_no_decodable_frame_is_an_error(clips: dict[str, Path], tmp_path: Path) 
 def test_h264_aac_in_gives_h264_with_the_same_aac_track_out(clips: dict[str, Path], tmp_path: Path, ext: str) -> None:
     source = clips["mp4"]
     out = tmp_path / f"sharp.{ext}"
-    write_all(out, source, segment_frames=6)
+    writer = write_all(out, source, segment_frames=6, fingerprint={"checkpoint": "abc", "tile": 0})
+    assert writer.output_is_current() and written_with(out) == writer.manifest()
+    assert written_with(out)["fingerprint"] == {"checkpoint": "abc", "tile": 0} and written_with(source) is None
     info = probe_video(out)
     assert info.codec == "h264" and info.frame_rate == 25 and (info.width, info.height) == (W, H)
     assert info.audio is not None and info.audio.codec == "aac"
@@ -208,9 +221,11 @@ def test_h264_aac_in_gives_h264_with_the_same_aac_track_out(clips: dict[str, Pat
 
 def test_webm_gets_vp9_and_opus(clips: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "sharp.webm"
-    write_all(out, clips["mkv"], segment_frames=8)
+    writer = write_all(out, clips["mkv"], segment_frames=8)
+    assert writer.output_is_current()
     info = probe_video(out)
     assert info.codec == "vp9" and info.audio is not None and info.audio.codec == "opus"
+    assert audio_end(out) == pytest.approx(audio_end(clips["mkv"]), abs=0.03)  # re-encoded, same length
     reader = read_video_frames(out)
     assert sum(1 for _ in reader) == N_FRAMES and reader.problems == [] and info.frame_rate == 25
 
@@ -283,10 +298,20 @@ def test_other_fingerprint_or_settings_discard_old_parts(clips: dict[str, Path],
     assert other_crf.frames_done() == 0
     write_all(out, source, segment_frames=4, stop_after=8, fingerprint={"checkpoint": "aaa"})
     other = SegmentedVideoWriter(out, info=info, segment_frames=4, fingerprint={"checkpoint": "bbb"})
-    assert other.frames_done() == 0
+    assert other.frames_done() == 0 and not other.output_is_current()
     parts = tmp_path / ".o.mp4.parts"
     assert sorted(p.name for p in parts.iterdir()) == ["manifest.json"]
     assert json.loads((parts / "manifest.json").read_text())["fingerprint"] == {"checkpoint": "bbb"}
+
+
+def test_finished_output_is_current_only_for_its_own_manifest(clips: dict[str, Path], tmp_path: Path) -> None:
+    source, out = clips["mp4"], tmp_path / "o.mkv"
+    write_all(out, source, fingerprint={"checkpoint": "aaa"})
+    info = probe_video(source)
+    assert SegmentedVideoWriter(out, info=info, fingerprint={"checkpoint": "aaa"}).output_is_current()
+    assert not SegmentedVideoWriter(out, info=info, fingerprint={"checkpoint": "bbb"}).output_is_current()
+    assert not SegmentedVideoWriter(out, info=info, fingerprint={"checkpoint": "aaa"}, crf=20).output_is_current()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mkv"]  # asking touched nothing
 
 
 def test_segment_without_its_record_is_not_reused(clips: dict[str, Path], tmp_path: Path) -> None:
@@ -343,7 +368,7 @@ def test_unwritable_destination_is_an_error(tmp_path: Path) -> None:
     assert list((tmp_path / "new").iterdir()) == []
     info = VideoInfo(tmp_path / "in.mp4", W, H, Fraction(25), Fraction(1, 25), N_FRAMES, 0.8, "h264")
     with pytest.raises(DataError, match="a_file"):
-        SegmentedVideoWriter(blocker / "out.mp4", info=info)
+        SegmentedVideoWriter(blocker / "out.mp4", info=info).frames_done()
 
 
 def test_settings_the_container_cannot_take_name_the_setting(tmp_path: Path) -> None:
@@ -406,3 +431,23 @@ def test_file_fingerprint_changes_with_the_file(tmp_path: Path) -> None:
     assert file_fingerprint(path) != first
     os.utime(path)
     assert file_fingerprint(path)["size"] == 1000
+
+
+def test_frame_tap_remembers_the_latest_frames() -> None:
+    frames = [DecodedFrame(i, 100 + 7 * i, np.full((2, 2, 3), i, np.uint8)) for i in range(6)]
+    tap = FrameTap(frames, keep=3, images=True)
+    seen = []
+    for image in tap:
+        seen.append(int(image[0, 0, 0]))
+        assert tap.pts(len(seen) - 1) == 100 + 7 * (len(seen) - 1)
+    assert seen == list(range(6))
+    assert tap.frame(4).image[0, 0, 0] == 4 and tap.pts(3) == 121
+    with pytest.raises(KeyError, match="frame 2"):
+        tap.pts(2)
+    light = FrameTap(frames, keep=2)
+    list(light)
+    assert light.pts(5) == 135 and light.frame(5).image.size == 0  # timestamps only
+
+
+def test_compare_path() -> None:
+    assert compare_path(Path("out/sharp.mkv")) == Path("out/sharp_compare.mkv")

@@ -25,7 +25,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +35,6 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from cdvd.atomic import atomic_destination
 from cdvd.data.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ _VP9_SPEED = {"ultrafast": 5, "superfast": 5, "veryfast": 4, "faster": 4, "fast"
 _INDEX_TIMED_FORMATS = frozenset({"avi", "h264", "hevc", "m4v", "mjpeg", "rawvideo"})
 
 MANIFEST = "manifest.json"
+#: Container tag holding the writer's manifest (fingerprint and encoder settings) in every finished file.
+FINGERPRINT_TAG = "cdvd_fingerprint"
 _MANIFEST_VERSION = 1
 _SEGMENT_RE = re.compile(r"^seg_(\d{6})\.json$")
 
@@ -423,6 +425,21 @@ def _can_copy(container_format: str, stream: av.AudioStream) -> bool:
             probe.close()
 
 
+def written_with(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest (``fingerprint`` and ``encoder`` settings) a finished output was written with, from its
+    container tag; ``None`` for a file without one (or unreadable). Compare with
+    :meth:`SegmentedVideoWriter.manifest` to decide whether an existing output can be kept."""
+    try:
+        with av.open(str(path)) as container:
+            tags = {k.lower(): v for k, v in container.metadata.items()}
+    except (av.FFmpegError, OSError):
+        return None
+    try:
+        return json.loads(tags[FINGERPRINT_TAG])
+    except (KeyError, ValueError):
+        return None
+
+
 # ------------------------------------------------------------------------------------------------------------
 # writing: segments
 
@@ -497,7 +514,6 @@ class SegmentedVideoWriter:
 
     Raises:
         ValueError: a setting the container or FFmpeg cannot take (the message names it).
-        DataError: the work folder cannot be made or read.
     """
 
     def __init__(
@@ -548,7 +564,12 @@ class SegmentedVideoWriter:
         self._size: tuple[int, int] | None = None
         self._last_pts: int | None = None
         self._finished = False
-        self._guard(self._load)
+        self._loaded = False  # the work folder is looked at on first use, so that output_is_current() touches nothing
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._guard(self._load)
+            self._loaded = True
 
     # -- settings and work folder
 
@@ -577,8 +598,14 @@ class SegmentedVideoWriter:
             "time_base": str(self.info.time_base),
         }
 
-    def _manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, Any]:
+        """What this writer's outputs depend on: the caller's fingerprint and the encoder settings (JSON types)."""
         return {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "encoder": self._settings()}
+
+    def output_is_current(self) -> bool:
+        """Whether the output file exists, whole, and was written with this writer's :meth:`manifest` (then a
+        runner can skip the video)."""
+        return self.final_path.is_file() and written_with(self.final_path) == self.manifest()
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         """Run ``fn``, turning OS and FFmpeg write errors into a DataError that names the output."""
@@ -597,13 +624,13 @@ class SegmentedVideoWriter:
                 old = json.loads(manifest_path.read_text())
             except (OSError, ValueError):
                 old = None
-            if old != self._manifest():
+            if old != self.manifest():
                 if old is not None:
                     logger.info("%s: parts of an earlier run with other inputs or settings removed", self.final_path)
                 shutil.rmtree(self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not manifest_path.exists():
-            _write_json(manifest_path, self._manifest())
+            _write_json(manifest_path, self.manifest())
         self._segments = self._complete_segments()
         keep = {MANIFEST} | {f"seg_{s.index:06d}{ext}" for s in self._segments for ext in (".json", ".mkv")}
         for entry in self.work_dir.iterdir():
@@ -612,7 +639,7 @@ class SegmentedVideoWriter:
         if self._segments:
             self._size = (self._segments[0].width, self._segments[0].height)
             self._last_pts = self._segments[-1].pts[-1]
-            logger.info("%s: resuming after %d frames", self.final_path, self.frames_done())
+            logger.info("%s: resuming after %d frames", self.final_path, sum(s.frames for s in self._segments))
 
     def _complete_segments(self) -> list[_Segment]:
         found: dict[int, Path] = {}
@@ -644,7 +671,11 @@ class SegmentedVideoWriter:
     # -- writing frames
 
     def frames_done(self) -> int:
-        """Frames already in complete segments (from an earlier, interrupted run with the same manifest)."""
+        """Frames already in complete segments (from an earlier, interrupted run with the same manifest).
+
+        The first call (or the first :meth:`write`) opens the work folder: adopts matching parts, removes others.
+        """
+        self._ensure_loaded()
         return sum(s.frames for s in self._segments)
 
     @property
@@ -666,6 +697,7 @@ class SegmentedVideoWriter:
         """
         if self._finished:
             raise RuntimeError("write() after finish()")
+        self._ensure_loaded()
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB frame, instead got {image.dtype} {image.shape}")
         image = _even(image)
@@ -770,6 +802,7 @@ class SegmentedVideoWriter:
         """
         if self._finished:
             return self.final_path
+        self._ensure_loaded()
         if self._open is not None:
             self._guard(self._close_segment)
         total = self.frames_done()
@@ -804,9 +837,20 @@ class SegmentedVideoWriter:
                 return pts_all[-1] + (index - len(pts_all) + 1) * step
             return pts_all[index]
 
-        options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
-        with atomic_destination(self.final_path) as tmp, contextlib.ExitStack() as stack:
+        # the joined file is made inside the work folder (a kill leaves nothing beside the output; the next run
+        # removes it with the other leftovers) and renamed onto the output, on the same file system, when whole
+        tmp = self.work_dir / f"output.tmp{self.final_path.suffix}"
+        try:
+            self._mux(tmp, total, at)
+            os.replace(tmp, self.final_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _mux(self, tmp: Path, total: int, at: Callable[[int], int]) -> None:
+        options = {"movflags": "+faststart+use_metadata_tags"} if self.format in ("mp4", "mov") else {}
+        with contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(str(tmp), "w", format=self.format, options=options))
+            out.metadata[FINGERPRINT_TAG] = json.dumps(self.manifest(), sort_keys=True)
             first = stack.enter_context(av.open(str(self.work_dir / "seg_000000.mkv")))
             template = first.streams.video[0]
             extradata = template.codec_context.extradata
@@ -826,15 +870,16 @@ class SegmentedVideoWriter:
                         stream = part.streams.video[0]
                         if stream.codec_context.extradata != extradata:
                             raise DataError(f"{self.work_dir}: segment {seg.index} has other codec headers")
-                        packets = [p for p in part.demux(stream) if p.size]
-                        if len(packets) != len(seg.packets):
-                            raise DataError(f"{self.work_dir}: segment {seg.index} lost packets")
-                        for i, (packet, (p, _)) in enumerate(zip(packets, seg.packets, strict=True)):
-                            packet.time_base = self.info.time_base
-                            packet.pts, packet.dts = at(start + p), at(start + i - delay)
-                            packet.duration = at(start + p + 1) - at(start + p)
-                            packet.stream = video
-                            yield packet.dts * self.info.time_base, packet
+                        packets = (p for p in part.demux(stream) if p.size)  # lazily: segments can be large
+                        try:
+                            for i, (packet, (p, _)) in enumerate(zip(packets, seg.packets, strict=True)):
+                                packet.time_base = self.info.time_base
+                                packet.pts, packet.dts = at(start + p), at(start + i - delay)
+                                packet.duration = at(start + p + 1) - at(start + p)
+                                packet.stream = video
+                                yield packet.dts * self.info.time_base, packet
+                        except ValueError as err:  # zip(strict=True): another packet count than recorded
+                            raise DataError(f"{self.work_dir}: segment {seg.index} lost packets") from err
                     start += seg.frames
 
             for _, packet in heapq.merge(video_packets(), audio_packets, key=lambda item: item[0]):
@@ -907,6 +952,57 @@ class SegmentedVideoWriter:
 
 # ------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+class FrameTap:
+    """Hands a reader's images to a consumer (the deblurring engine) while remembering the latest frames.
+
+    The engine takes plain images and yields ``(index, output)`` a few frames behind what it has read; the writer
+    needs each output's timestamp, and ``compare`` its blurry input. The tap keeps both for the last ``keep`` frames
+    read.
+
+    Args:
+        frames: the reader (or any iterable of :class:`DecodedFrame`).
+        keep: how many of the latest frames to remember (more than the engine reads ahead).
+        images: also remember the images (for ``compare``); otherwise only timestamps.
+    """
+
+    def __init__(self, frames: Iterable[DecodedFrame], *, keep: int = 16, images: bool = False) -> None:
+        if keep < 1:
+            raise ValueError(f"keep={keep}: must be at least 1")
+        self._frames, self._keep, self._images = frames, keep, images
+        self._recent: OrderedDict[int, DecodedFrame] = OrderedDict()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for frame in self._frames:
+            self._recent[frame.index] = frame if self._images else frame._replace(image=_NO_IMAGE)
+            while len(self._recent) > self._keep:
+                self._recent.popitem(last=False)
+            yield frame.image
+
+    def frame(self, index: int) -> DecodedFrame:
+        """The frame read at ``index`` (its ``image`` is empty unless ``images`` was set).
+
+        Raises:
+            KeyError: ``index`` not read yet, or more than ``keep`` frames ago.
+        """
+        try:
+            return self._recent[index]
+        except KeyError:
+            raise KeyError(f"frame {index} is not among the last {self._keep} frames read") from None
+
+    def pts(self, index: int) -> int:
+        """Timestamp of the frame read at ``index``."""
+        return self.frame(index).pts
+
+
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+
+
+def compare_path(output: str | os.PathLike) -> Path:
+    """Where ``compare=true`` puts the side-by-side video of ``output``: ``sharp.mp4`` -> ``sharp_compare.mp4``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_compare{output.suffix}")
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, *, separator: int = 4, value: int = 255) -> np.ndarray:
