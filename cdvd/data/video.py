@@ -7,8 +7,8 @@ frames decoded and what went wrong (a decode error part-way, a count that disagr
 
 Writing: :class:`SegmentedVideoWriter` encodes frames into complete segment files in a hidden work folder beside
 the output (``.<name>.parts/``); a run that is killed resumes after its last complete segment, and the final file
-is made by remuxing the segments' packets (no re-encode) into a temporary file that is renamed into place only when
-whole. Every segment starts with a keyframe and is encoded with fixed settings (one encoder thread by default), so
+is made by remuxing the segments' packets (no re-encode) into a temporary file in the work folder that is renamed
+onto the output only when whole. Every segment starts with a keyframe and is encoded with fixed settings (one encoder thread by default), so
 a resumed write gives exactly the bitstream, and therefore the decoded frames, of an uninterrupted one.
 """
 
@@ -504,7 +504,7 @@ class SegmentedVideoWriter:
         info: the source video (frame rate and time base of the output timestamps).
         codec: video encoder; ``None``: ``libx264`` (``libvpx-vp9`` for ``.webm``).
         crf: constant-quality level; ``None``: the encoder's entry in :data:`DEFAULT_CRF`.
-        preset: x264/x265 speed preset (for VP9 mapped to ``cpu-used``).
+        preset: x264/x265 speed preset (for VP9 mapped to ``cpu-used``; other encoders ignore it).
         pix_fmt: the encoded pixel format.
         segment_frames: frames per segment (the resume granularity; each adds a keyframe).
         threads: encoder threads (0: FFmpeg's choice; then resuming on another machine may differ in bits).
@@ -575,7 +575,7 @@ class SegmentedVideoWriter:
 
     def _encoder_options(self) -> dict[str, str]:
         opts: dict[str, str] = {}
-        if self.codec in ("libx264", "libx265", "libsvtav1"):
+        if self.codec in ("libx264", "libx265"):
             opts["preset"] = self.preset
         elif self.codec == "libvpx-vp9":
             if self.preset not in _X264_PRESETS:
