@@ -8,8 +8,9 @@ frames decoded and what went wrong (a decode error part-way, a count that disagr
 Writing: :class:`SegmentedVideoWriter` encodes frames into complete segment files in a hidden work folder beside
 the output (``.<name>.parts/``); a run that is killed resumes after its last complete segment, and the final file
 is made by remuxing the segments' packets (no re-encode) into a temporary file in the work folder that is renamed
-onto the output only when whole. Every segment starts with a keyframe and is encoded with fixed settings (one encoder thread by default), so
-a resumed write gives exactly the bitstream, and therefore the decoded frames, of an uninterrupted one.
+onto the output only when whole. Every segment starts with a keyframe and is encoded with fixed settings (one
+encoder thread by default), so a resumed write gives exactly the bitstream, and therefore the decoded frames, of an
+uninterrupted one.
 """
 
 from __future__ import annotations
