@@ -182,6 +182,24 @@ def test_truncated_input_warns_with_both_counts(
     assert message in caplog.text
 
 
+def test_corrupt_bytes_part_way_warn_with_the_counts(
+    clips: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = bytearray(clips["mkv"].read_bytes())
+    rng = np.random.default_rng(0)
+    for offset in range(len(data) // 3, len(data) // 3 + 2000, 50):
+        data[offset : offset + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    reader = read_video_frames(bad)
+    with caplog.at_level(logging.WARNING, logger="cdvd.data.video"):
+        decoded = sum(1 for _ in reader)
+    # the demuxer loses the rest of the file: reported with both counts
+    assert 0 < decoded < N_FRAMES
+    assert any(str(bad) in p and f"decoded {decoded} frames" in p and str(N_FRAMES) in p for p in reader.problems)
+    assert all(p in caplog.text for p in reader.problems)
+
+
 def test_no_decodable_frame_is_an_error(clips: dict[str, Path], tmp_path: Path) -> None:
     data = clips["mp4"].read_bytes()  # faststart: the index comes first, then the media data
     cut = tmp_path / "empty.mp4"
@@ -246,6 +264,7 @@ def test_interrupted_and_resumed_write_equals_an_uninterrupted_one(clips: dict[s
     # what a kill leaves of a longer segment: a temp file being written, a renamed file without its record
     (parts / "seg_000002.mkv.tmp").write_bytes(b"\x1a\x45\xdf\xa3 half a segment")
     (parts / "seg_000003.mkv").write_bytes(b"\x1a\x45\xdf\xa3 no record")
+    (parts / "output.tmp.mp4").write_bytes(b"half a joined file")  # a kill during finish()
 
     resumed = SegmentedVideoWriter(out, info=probe_video(source), segment_frames=4, audio_source=source)
     assert resumed.frames_done() == 8  # two complete segments; the partial ones removed

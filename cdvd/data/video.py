@@ -262,6 +262,7 @@ class VideoReader:
         errors: list[str] = []
         step = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
         last_pts: int | None = None
+        concealed = 0
         with _open_input(self.path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -274,6 +275,8 @@ class VideoReader:
                         errors.append(f"packet at {packet.pts}: {err}")
                         continue
                     for frame in frames:
+                        if frame.is_corrupt:  # decoded with errors, concealed by FFmpeg
+                            concealed += 1
                         pts = frame.pts
                         if by_index or pts is None or (last_pts is not None and pts <= last_pts):
                             # no usable time: one frame period after the previous frame
@@ -285,6 +288,8 @@ class VideoReader:
             except av.FFmpegError as err:  # the container itself is broken (truncated): keep what decoded
                 errors.append(f"read stopped: {err}")
         self.complete = True
+        if concealed:
+            errors.append(f"{concealed} frames decoded with concealed errors")
         self._check(errors)
 
     def images(self) -> Iterator[np.ndarray]:
