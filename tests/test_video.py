@@ -248,6 +248,15 @@ def test_webm_gets_vp9_and_opus(clips: dict[str, Path], tmp_path: Path) -> None:
     assert sum(1 for _ in reader) == N_FRAMES and reader.problems == [] and info.frame_rate == 25
 
 
+def test_pcm_sound_is_reencoded_to_aac_for_mp4_and_copied_into_mkv(tmp_path: Path) -> None:
+    source = write_test_video(tmp_path / "pcm.mkv", make_frames(8), 25, audio_codec="pcm_s16le")
+    write_all(tmp_path / "o.mp4", source, segment_frames=4)
+    write_all(tmp_path / "o.mkv", source, segment_frames=4)
+    assert probe_video(tmp_path / "o.mp4").audio.codec == "aac"
+    assert audio_end(tmp_path / "o.mp4") == pytest.approx(audio_end(source), abs=0.03)
+    assert stream_packets(tmp_path / "o.mkv", "audio") == stream_packets(source, "audio")
+
+
 def test_interrupted_and_resumed_write_equals_an_uninterrupted_one(clips: dict[str, Path], tmp_path: Path) -> None:
     source = clips["mp4"]
     whole = tmp_path / "whole.mp4"

@@ -417,9 +417,12 @@ def _check_codec(container_format: str, codec: str, *, kind: str) -> str:
 
 def _can_copy(container_format: str, stream: av.AudioStream) -> bool:
     """Whether a container takes ``stream``'s packets as they are (its muxer writes a header with them)."""
+    name = stream.codec_context.codec.canonical_name
+    if container_format == "mp4" and name.startswith("pcm_"):
+        return False  # FFmpeg writes it, but few players read PCM in MP4: AAC instead
     probe = av.open(io.BytesIO(), "w", format=container_format)
     try:
-        if stream.codec_context.codec.canonical_name not in probe.supported_codecs:
+        if name not in probe.supported_codecs:
             return False
         probe.add_stream_from_template(stream)
         probe.start_encoding()
