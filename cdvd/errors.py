@@ -13,3 +13,10 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A setting that cannot work; the message names it."""
+
+
+class DataError(UserError):
+    """Bad input data (or an output that cannot be written); the message names the file or folder and what is wrong.
+
+    Also importable as ``cdvd.data.io.DataError``.
+    """

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cdvd.data.io import DataError
-from cdvd.data.video import (
+from cdvd.video import (
     DecodedFrame,
     FrameTap,
     SegmentedVideoWriter,
@@ -173,7 +173,7 @@ def test_truncated_input_warns_with_both_counts(
     cut = tmp_path / f"cut.{ext}"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     reader = read_video_frames(cut)
-    with caplog.at_level(logging.WARNING, logger="cdvd.data.video"):
+    with caplog.at_level(logging.WARNING, logger="cdvd.video"):
         decoded = sum(1 for _ in reader)
     assert 0 < decoded < N_FRAMES and reader.decoded == decoded
     assert reader.problems, "a short read must be reported"
@@ -192,7 +192,7 @@ def test_corrupt_bytes_part_way_warn_with_the_counts(
     bad = tmp_path / "bad.mkv"
     bad.write_bytes(bytes(data))
     reader = read_video_frames(bad)
-    with caplog.at_level(logging.WARNING, logger="cdvd.data.video"):
+    with caplog.at_level(logging.WARNING, logger="cdvd.video"):
         decoded = sum(1 for _ in reader)
     # the demuxer loses the rest of the file: reported with both counts
     assert 0 < decoded < N_FRAMES
@@ -296,7 +296,7 @@ def test_kill_between_segments_then_resume(clips: dict[str, Path], tmp_path: Pat
     source, out = clips["mp4"], tmp_path / "killed.mkv"
     script = (
         "import os, signal, sys\n"
-        "from cdvd.data.video import SegmentedVideoWriter, probe_video, read_video_frames\n"
+        "from cdvd.video import SegmentedVideoWriter, probe_video, read_video_frames\n"
         "src, out = sys.argv[1], sys.argv[2]\n"
         "w = SegmentedVideoWriter(out, info=probe_video(src), segment_frames=5, audio_source=src)\n"
         "for f in read_video_frames(src):\n"
