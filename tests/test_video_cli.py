@@ -17,10 +17,13 @@ import av
 import numpy as np
 import pytest
 import torch
-from helpers.cli import console_script
+from helpers.cli import compose_config, console_script
 
 from cdvd.checkpoints import save_original
+from cdvd.cli.deblur import run_deblur
 from cdvd.data.io import list_frames, read_rgb
+from cdvd.errors import ConfigError
+from cdvd.inference.settings import deblur_settings
 from cdvd.models import CDVDTSP
 from cdvd.video import probe_video, read_video, write_test_video
 
@@ -193,3 +196,32 @@ def test_compare_frame_folders(work: Path, tmp_path: Path) -> None:
     for blurry, output, side in zip(read_video(work / "clip.mp4"), outputs, sides, strict=True):
         pair = read_rgb(side)
         assert np.array_equal(pair[:, :W], blurry) and np.array_equal(pair[:, W + 4 :], read_rgb(output))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("codec=no-such-encoder", "codec=no-such-encoder"),
+        ("codec=aac", "codec=aac: not a video encoder"),
+        ("crf=70", "crf=70"),
+        ("preset=fastest", "preset=fastest"),
+        ("segment_frames=0", "segment_frames=0"),
+    ],
+)
+def test_encoder_settings_are_checked_naming_the_setting(override: str, message: str) -> None:
+    cfg = compose_config("deblur", [override])
+    with pytest.raises(ConfigError, match=message):
+        deblur_settings(cfg)
+
+
+def test_a_video_output_the_writer_cannot_make_names_the_setting(work: Path, tmp_path: Path) -> None:
+    for args, message in [
+        (["output=sharp.avi"], "output=.*sharp.avi: cannot write a .avi"),
+        (["output=o.webm", "codec=libx264"], "codec="),
+    ]:
+        cfg = compose_config("deblur", [f"input={work / 'clip.mp4'}", f"checkpoint={work / 'tiny.pt'}", "device=cpu",
+                                        *[a.replace("=", f"={tmp_path}/", 1) if a.startswith("output") else a
+                                          for a in args]])  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            run_deblur(cfg)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
