@@ -15,6 +15,13 @@ class ConfigError(UserError):
     """A setting that cannot work; the message names it."""
 
 
+class DataError(UserError):
+    """Bad input data (or an output that cannot be written); the message names the file or folder and what is wrong.
+
+    Also importable as ``cdvd.data.io.DataError``.
+    """
+
+
 def user_message(err: BaseException) -> str:
     """The user-facing line of ``err``: for an error re-raised from a DataLoader worker, the worker's own message.
 

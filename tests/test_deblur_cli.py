@@ -78,7 +78,7 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "results", "tiny.pt"]  # no hydra litter
-    assert sorted(p.name for p in (tmp_path / "results" / "clipA").iterdir()) == ["00000.png", "00001.png"]
+    assert sorted(p.name for p in (tmp_path / "results" / "clipA").glob("*.png")) == ["00000.png", "00001.png"]
 
     cfg = compose_config(
         "deblur",

@@ -6,7 +6,6 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,6 +24,7 @@ from cdvd.inference import (
 )
 from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
+from cdvd.video import read_video, write_test_video
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +230,13 @@ def write_frames(folder: Path, n: int, h: int = 32, w: int = 48, ext: str = ".pn
 
 
 def write_video(path: Path, n: int, h: int = 32, w: int = 48) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
-    assert writer.isOpened()
+    frames = []
     for i in range(n):
         frame = np.zeros((h, w, 3), dtype=np.uint8)
         frame[..., 1] = 40 * i
-        frame[:, 8 + i : 16 + i, 2] = 255
-        writer.write(frame)
-    writer.release()
+        frame[:, 8 + i : 16 + i, 0] = 255  # a red stripe
+        frames.append(frame)
+    write_test_video(path, frames, 10)
 
 
 def test_sources(tmp_path: Path) -> None:
@@ -252,8 +251,9 @@ def test_sources(tmp_path: Path) -> None:
     assert [s.name for s in sources] == ["a", "b"]
     frames = list(sources[1])
     assert len(frames) == 3 and frames[0].shape == (32, 48, 3) and frames[0].dtype == np.uint8
-    # RGB order: the stripe written in OpenCV's channel 2 (red, BGR) reads as channel 0
+    # RGB order: the red stripe reads as channel 0
     assert frames[0][..., 0].mean() > 20 > frames[0][..., 2].mean()
+    assert sources[1].fps() == 10 and sources[1].frame_count() == 3
     assert sources[1].output_name(2) == "00002.png"
 
     dataset = tmp_path / "dataset"
@@ -276,18 +276,13 @@ def test_video_file_in_and_out(tmp_path: Path) -> None:
     engine = VideoDeblurrer(model, device="cpu")
     sources = discover_sources(tmp_path / "clip.mp4")
     reports = deblur_videos(engine, sources, tmp_path / "out", progress=False)
-    written = sorted(p.name for p in (tmp_path / "out" / "clip").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out" / "clip").glob("*.png"))
     assert written == [f"{i:05d}.png" for i in range(4)] and reports[0].written == 4
     assert read_rgb(tmp_path / "out" / "clip" / "00003.png").shape == (32, 48, 3)
 
     deblur_videos(engine, sources, tmp_path / "sharp.mp4", progress=False)
-    capture = cv2.VideoCapture(str(tmp_path / "sharp.mp4"))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    assert count == 4
-    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert len(read_video(tmp_path / "sharp.mp4")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "out", "sharp.mp4"]  # no temp files or parts
     calls = model.calls
     deblur_videos(engine, sources, tmp_path / "sharp.mp4", progress=False)  # exists: left as it is
     assert model.calls == calls
@@ -300,10 +295,10 @@ def test_resume_skips_written_frames(tmp_path: Path) -> None:
     sources = discover_sources(tmp_path / "in")
     deblur_videos(engine, sources, tmp_path / "out", progress=False)
     out = tmp_path / "out" / "vid"
-    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    first = {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert len(first) == 6 and model.calls == 8 + 6
 
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     (out / "frame_004.png").unlink()
     model.calls = 0
     time.sleep(0.01)

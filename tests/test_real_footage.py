@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from helpers.cli import console_script, run_command
 
 from cdvd.checkpoints import ARCH_KEY, architecture
-from cdvd.data.io import list_frames, read_rgb, read_video
+from cdvd.data.io import list_frames, read_rgb
 from cdvd.inference import VideoDeblurrer
 from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
+from cdvd.video import probe_video, read_video, write_test_video
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 PHONE = REAL / "smartphone_shake" / "VID_20150409_162802"  # 8 frames of hand-held camera shake, 126x90
@@ -73,10 +73,7 @@ def test_identity_network_gives_back_every_real_frame(
 
 def test_real_clip_as_a_video_file(identity_checkpoint: Path, tmp_path: Path) -> None:
     frames = [read_rgb(p) for p in list_frames(PHONE)]
-    writer = cv2.VideoWriter(str(tmp_path / "shaky.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (126, 90))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_test_video(tmp_path / "shaky.mp4", frames, 15)  # H.264 with an AAC track, as a phone writes
     decoded = read_video(tmp_path / "shaky.mp4")
     assert len(decoded) == 8
 
@@ -94,6 +91,8 @@ def test_real_clip_as_a_video_file(identity_checkpoint: Path, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-3000:]
     out = read_video(tmp_path / "sharp.mp4")
     assert len(out) == 8 and all(f.shape == (90, 126, 3) for f in out)
+    info = probe_video(tmp_path / "sharp.mp4")
+    assert info.codec == "h264" and info.frame_rate == 15 and info.audio is not None and info.audio.codec == "aac"
     # the identity network's frames, encoded once more: close to what went in, frame for frame
     errors = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(out, decoded, strict=True)]
     assert max(errors) < 4.0, errors

@@ -13,6 +13,7 @@ import pytest
 
 import cdvd.data.synthetic as synth
 from cdvd.data import DataError, detect_layout, discover_videos, read_rgb, write_rgb
+from cdvd.video import write_test_video
 
 SMALL = {"n_videos": 2, "n_frames": 3, "size": 48, "sub_frames": 5}
 
@@ -105,13 +106,7 @@ def test_video_source_from_frames(tmp_path):
 
 
 def test_video_source_from_file(tmp_path):
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 240, (56, 40))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for frame in high_fps_frames(9):
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    path = write_test_video(tmp_path / "clip.avi", high_fps_frames(9), 240, audio=False)
     summary = synth.synthesize(
         tmp_path / "out", source="video", source_path=path, n_videos=1, n_frames=3, size=32, sub_frames=3
     )

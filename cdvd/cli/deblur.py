@@ -2,11 +2,12 @@
 
     cdvd-deblur input=blurry/ output=deblurred/ checkpoint=CDVD_TSP_DVD_Convergent.pt
     cdvd-deblur input=clip.mp4 output=clip_sharp.mp4 checkpoint=model.ckpt device=cuda precision=bf16
+    cdvd-deblur input=clip.mov output=clip_sharp.mkv checkpoint=model.pt crf=20 compare=true
     cdvd-deblur input=/data/DVD output=results/ checkpoint=model.pt tile.size=512 tile.overlap=64
 
 ``input`` is a video file, a folder of frames, a folder of videos or a dataset root (its ``split``, blurry
 frames only). Paths are taken relative to the directory the command runs in. Rerunning skips frames already
-written. See :mod:`cdvd.inference` for the engine.
+written (a video file output resumes after its last finished segment). See :mod:`cdvd.inference` for the engine.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def check_paths(settings: DeblurSettings) -> tuple[Path, Path]:
             "no input given: pass input=PATH (a video file, a folder of frames, a folder of videos or a dataset root)"
         )
     if not settings.output:
-        raise ConfigError("no output given: pass output=DIR (one folder of PNG frames per video) or output=FILE.mp4")
+        raise ConfigError(
+            "no output given: pass output=DIR (one folder of PNG frames per video) "
+            "or output=FILE.mp4 (.mkv, .mov, .webm)"
+        )
     input_path = Path(settings.input)
     if not input_path.exists():
         raise ConfigError(f"input not found: {input_path} (pass input=PATH of a video, frames or a dataset)")
@@ -63,7 +67,12 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"output={output} is a video file but {input_path} holds {len(sources)} videos")
     deblurrer = build_deblurrer(settings)
     plans = plan_videos(
-        sources, output, deblurrer.fingerprint(), fps=settings.fps, overwrite=settings.overwrite
+        sources,
+        output,
+        deblurrer.fingerprint(),
+        overwrite=settings.overwrite,
+        video=settings.video_options(),
+        compare=settings.compare,
     )  # checks the outputs (writable, not in the input, not made another way) before any frame is computed
     if settings.reuse_memory:
         reuse_freed_memory()

@@ -11,13 +11,11 @@ from cdvd.data.clips import (
 from cdvd.data.datasets import FrameReader, TrainClipDataset, WindowDataset
 from cdvd.data.io import (
     IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
     DataError,
     image_size,
     list_frames,
     natural_key,
     read_rgb,
-    read_video,
     write_rgb,
 )
 from cdvd.data.layouts import LAYOUTS, VideoPair, detect_layout, discover_videos
@@ -35,7 +33,6 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
-    "VIDEO_EXTENSIONS",
     "DataError",
     "DeblurDataModule",
     "FrameReader",
@@ -52,7 +49,6 @@ __all__ = [
     "natural_key",
     "random_crop_box",
     "read_rgb",
-    "read_video",
     "reflect_index",
     "window_indices",
     "write_rgb",

@@ -1,4 +1,6 @@
-"""Reading and writing frames with OpenCV, always in RGB order, with clear errors that name the file."""
+"""Reading and writing still frames with OpenCV, always in RGB order, with clear errors that name the file.
+
+Video files are read with PyAV (:mod:`cdvd.video`)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,12 @@ import cv2
 import numpy as np
 
 from cdvd.atomic import atomic_destination
-from cdvd.errors import UserError
+from cdvd.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
-
-class DataError(UserError):
-    """Bad input data; the message names the file or folder and what is wrong."""
+__all__ = ["IMAGE_EXTENSIONS", "DataError", "has_frames", "image_size", "list_frames", "natural_key", "read_rgb",
+           "write_rgb"]  # fmt: skip
 
 
 def natural_key(name: str) -> list[object]:
@@ -106,29 +106,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         except DataError:
             raise DataError(f"cannot decode image (unreadable or corrupt): {path}") from err
     return int(height), int(width)
-
-
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> list[np.ndarray]:
-    """Decode the frames of a video file as uint8 RGB (H, W, 3), at most ``max_frames`` of them.
-
-    Raises:
-        DataError: the file is missing, cannot be opened or holds no frame.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"video not found: {path}")
-    capture = cv2.VideoCapture(str(path))
-    frames: list[np.ndarray] = []
-    try:
-        if not capture.isOpened():
-            raise DataError(f"cannot open video (unreadable or unsupported): {path}")
-        while max_frames is None or len(frames) < max_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    finally:
-        capture.release()
-    if not frames:
-        raise DataError(f"no frame could be decoded from video: {path}")
-    return frames

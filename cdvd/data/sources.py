@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from cdvd.data.io import VIDEO_EXTENSIONS, DataError, has_frames, list_frames, natural_key, read_rgb
+from cdvd.data.io import DataError, has_frames, list_frames, natural_key, read_rgb
 from cdvd.data.layouts import VideoPair, detect_layout, discover_videos
+from cdvd.video import VIDEO_SUFFIXES, DecodedFrame, VideoInfo, VideoReader, is_video_path, read_video_frames
 
 logger = logging.getLogger(__name__)
 
@@ -26,39 +26,56 @@ DEFAULT_FPS = 25.0
 
 @dataclass
 class VideoSource:
-    """One video to deblur: a folder of frames or a video file.
+    """One video to deblur: a folder of frames or a video file (read with PyAV, :mod:`cdvd.video`).
 
     Attributes:
         name: the video's name (the output folder's name).
         path: the frame folder or the video file.
         frame_files: the frames of a folder in natural order; ``None`` for a video file.
+        problems: what went wrong reading a video file in the last full pass over it (a decode error part-way,
+            fewer frames than the container states), in words naming the file and the counts; empty otherwise.
     """
 
     name: str
     path: Path
     frame_files: list[Path] | None = None
+    problems: list[str] = field(default_factory=list)
+    _reader: VideoReader | None = field(default=None, init=False, repr=False, compare=False)
 
-    def _container_property(self, prop: int) -> float:
-        """A property the video file's container states (0 when it cannot be opened or does not say)."""
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            return float(capture.get(prop)) if capture.isOpened() else 0.0
-        finally:
-            capture.release()
+    @property
+    def is_video_file(self) -> bool:
+        return self.frame_files is None
+
+    def reader(self) -> VideoReader:
+        """The PyAV reader of a video file (made once; probes the container).
+
+        Raises:
+            DataError: not a video file, or one that cannot be opened.
+        """
+        if self.frame_files is not None:
+            raise DataError(f"{self.path} is a folder of frames, not a video file")
+        if self._reader is None:
+            # the runner reports the problems in its summary line of the video: not logged a second time here
+            self._reader = read_video_frames(self.path)
+            self._reader.warn = False
+        return self._reader
+
+    def info(self) -> VideoInfo | None:
+        """What a video file's container says (:func:`cdvd.video.probe_video`); ``None`` for a frame folder."""
+        return None if self.frame_files is not None else self.reader().info
 
     def frame_count(self) -> int | None:
-        """Exact for a folder; the container's count for a video file (``None`` when it does not say)."""
+        """Exact for a folder; for a video file the container's count, else one from its duration and rate
+        (``None`` when it says neither)."""
         if self.frame_files is not None:
             return len(self.frame_files)
-        count = int(self._container_property(cv2.CAP_PROP_FRAME_COUNT))
-        return count if count > 0 else None
+        return self.reader().info.expected_frames
 
     def fps(self) -> float:
-        """Frame rate of a video file (25 when unknown, and for frame folders)."""
+        """Frame rate of a video file (25 for frame folders)."""
         if self.frame_files is not None:
             return DEFAULT_FPS
-        fps = self._container_property(cv2.CAP_PROP_FPS)
-        return fps if fps > 0 else DEFAULT_FPS
+        return float(self.reader().info.frame_rate)
 
     def output_name(self, index: int) -> str:
         """PNG name of output frame ``index``: the input's name, or ``00000.png`` ... for a video file."""
@@ -66,23 +83,22 @@ class VideoSource:
             return self.frame_files[index].stem + ".png"
         return f"{index:05d}.png"
 
+    def frames(self) -> Iterator[DecodedFrame]:
+        """The frames with their index and timestamp (a folder's frames are timed by their index), read one at a
+        time. After a full pass over a video file, :attr:`problems` says what went wrong reading it."""
+        if self.frame_files is not None:
+            for index, path in enumerate(self.frame_files):
+                yield DecodedFrame(index, index, read_rgb(path))
+            return
+        reader = self.reader()
+        self.problems = []
+        yield from reader
+        self.problems = list(reader.problems)
+
     def __iter__(self) -> Iterator[np.ndarray]:
         """The frames as uint8 (H, W, 3) RGB, read one at a time."""
-        if self.frame_files is not None:
-            for path in self.frame_files:
-                yield read_rgb(path)
-            return
-        capture = cv2.VideoCapture(str(self.path))
-        if not capture.isOpened():
-            raise DataError(f"cannot open video file (unreadable or unsupported codec): {self.path}")
-        try:
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        finally:
-            capture.release()
+        for frame in self.frames():
+            yield frame.image
 
 
 def _frame_source(folder: Path, name: str | None = None) -> VideoSource:
@@ -110,9 +126,9 @@ def layout_videos(root: Path, split: str | None, *, require_gt: bool) -> list[Vi
 def discover_sources(path: str | os.PathLike, split: str = "test") -> list[VideoSource]:
     """The videos to deblur at ``path``.
 
-    ``path`` may be a video file (mp4/avi/mov/...), a folder of frames, a dataset root in a layout of
-    :mod:`cdvd.data.layouts` (its ``split``, blurry frames only), or a folder of videos (subfolders of frames
-    and/or video files).
+    ``path`` may be a video file (any suffix of :data:`cdvd.video.VIDEO_SUFFIXES`), a folder of frames, a dataset
+    root in a layout of :mod:`cdvd.data.layouts` (its ``split``, blurry frames only), or a folder of videos
+    (subfolders of frames and/or video files).
 
     Raises:
         DataError: ``path`` is missing or holds nothing to deblur; two videos would share a name.
@@ -121,9 +137,9 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
     if not path.exists():
         raise DataError(f"input not found: {path}")
     if path.is_file():
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        if not is_video_path(path):
             raise DataError(
-                f"input {path} is neither a video file ({', '.join(VIDEO_EXTENSIONS)}) nor a folder of frames"
+                f"input {path} is neither a video file ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder of frames"
             )
         return [VideoSource(path.stem, path)]
     if has_frames(path):
@@ -137,7 +153,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
             continue
         if entry.is_dir() and has_frames(entry):
             sources.append(_frame_source(entry))
-        elif entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
+        elif entry.is_file() and is_video_path(entry):
             sources.append(VideoSource(entry.stem, entry))
     if not sources:
         raise DataError(

@@ -18,6 +18,7 @@ from typing import Any
 from cdvd.atomic import atomic_destination
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
+from cdvd.video import file_fingerprint
 
 MANIFEST_VERSION = 1
 
@@ -38,13 +39,14 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def source_fingerprint(source: VideoSource) -> dict[str, Any]:
-    """The input of one video: its frame files' names and sizes, or the video file's name and size."""
+    """The input of one video: its frame files' names and sizes, or the video file's name, size and a hash of its
+    ends (:func:`cdvd.video.file_fingerprint`)."""
     if source.frame_files is not None:
         return {
             "frames": [p.name for p in source.frame_files],
             "bytes": sum(p.stat().st_size for p in source.frame_files),
         }
-    return {"file": source.path.name, "bytes": source.path.stat().st_size}
+    return file_fingerprint(source.path)
 
 
 def differences(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import time
@@ -13,14 +15,17 @@ from typing import Any
 
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
+from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer
-from cdvd.inference.manifest import differences, read_manifest, source_fingerprint, write_manifest
-from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink
+from cdvd.inference.manifest import differences, source_fingerprint
+from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink, VideoOutputOptions
 from cdvd.metrics import to_uint8
+from cdvd.video import OUTPUT_FORMATS, FrameTap, compare_path, is_video_path, output_format, writable_destination
 
 logger = logging.getLogger(__name__)
 
-VIDEO_OUTPUT_SUFFIXES = (".mp4",)
+#: Input frames the runner remembers while the engine works a few frames behind the reader (it needs 3).
+TAP_FRAMES = 8
 
 
 @dataclass
@@ -33,6 +38,7 @@ class VideoReport:
     skipped: int = 0
     seconds: float = 0.0
     frame_seconds: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         per_frame = self.frame_seconds
@@ -43,6 +49,7 @@ class VideoReport:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "seconds_per_frame": round(sum(per_frame) / len(per_frame), 4) if per_frame else None,
+            "warnings": list(self.warnings),
         }
 
 
@@ -54,11 +61,8 @@ class VideoPlan:
     sink: FrameSink
     count: int | None
     done: set[int]
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return self.count is not None and len(self.done) >= self.count
+    complete: bool = False
+    compare: bool = False
 
     @property
     def remaining(self) -> int | None:
@@ -66,8 +70,9 @@ class VideoPlan:
 
 
 def is_video_output(output: str | os.PathLike) -> bool:
-    """Whether ``output`` names a video file (by its suffix) rather than a folder of frames."""
-    return Path(output).suffix.lower() in VIDEO_OUTPUT_SUFFIXES
+    """Whether ``output`` names a video file (by its suffix: a container, :data:`cdvd.video.OUTPUT_FORMATS` or any
+    video suffix) rather than a folder of frames."""
+    return Path(output).suffix.lower() in OUTPUT_FORMATS or is_video_path(output)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -93,44 +98,77 @@ def check_writable(folder: Path) -> None:
         raise DataError(f"cannot write into {folder}: {err.strerror or err} (pass a writable output=)") from err
 
 
+def _check_video_output(output: Path, compare: bool) -> None:
+    try:
+        output_format(output)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    writable_destination(output)
+    if compare:
+        writable_destination(compare_path(output))
+
+
+def _make_sink(
+    source: VideoSource,
+    output: Path,
+    to_video: bool,
+    expected: dict[str, Any],
+    video: VideoOutputOptions | None,
+    compare: bool,
+) -> FrameSink:
+    if to_video:
+        return VideoFileSink(output, source, expected, video, compare=compare)
+    return FrameFolderSink(output / source.name, source, expected, compare=compare)
+
+
 def plan_videos(
     sources: Sequence[VideoSource],
     output: str | os.PathLike,
     fingerprint: Mapping[str, Any] | None = None,
     *,
-    fps: float | None = None,
     overwrite: bool = False,
+    video: VideoOutputOptions | None = None,
+    compare: bool = False,
 ) -> list[VideoPlan]:
     """One :class:`VideoPlan` per source: a PNG folder ``output/<video>/`` each, or the one video file ``output``.
 
     Nothing is computed and nothing is written but the output folders (checked writable). Outputs that an earlier
-    run left are resumed when their manifest matches ``fingerprint`` plus the video's input; otherwise the run is
-    refused, or with ``overwrite`` they are removed and made again.
+    run left (PNG frames, a video file, or the segments of an interrupted video) are resumed when their record
+    matches ``fingerprint`` plus the video's input (and, for a video file, the encoder settings); otherwise the
+    run is refused, or with ``overwrite`` they are removed and made again.
+
+    Args:
+        sources: the videos.
+        output: a folder, or a video file (by its suffix) for one video.
+        fingerprint: the engine's (:meth:`VideoDeblurrer.fingerprint`).
+        overwrite: replace outputs made another way instead of refusing.
+        video: the encoder settings of a video file output.
+        compare: also write side-by-side (blurry | deblurred) outputs beside each output.
 
     Raises:
         DataError: a video file output for several videos, an output inside the input, an unwritable output, or
             outputs made another way (without ``overwrite``).
+        ConfigError: a video output suffix or encoder setting that cannot be written (named).
     """
     output = Path(output)
     to_video = is_video_output(output)
     if to_video and len(sources) != 1:
         raise DataError(f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder")
+    if to_video:
+        _check_video_output(output, compare)
     plans = []
     for source in sources:
-        sink: FrameSink = (
-            VideoFileSink(output, source, fps or source.fps())
-            if to_video
-            else FrameFolderSink(output / source.name, source)
-        )
-        check_not_into_input(source, sink.target)
-        check_writable(sink.target.parent if to_video else sink.target)
         expected = {**(fingerprint or {}), "input": source_fingerprint(source)}
-        done = sink.done()
-        recorded = read_manifest(sink.manifest_path)
-        if (done or recorded is not None) and recorded != expected:
+        sink = _make_sink(source, output, to_video, expected, video, compare)
+        check_not_into_input(source, sink.target)
+        if not to_video:
+            for folder in sink.folders():  # type: ignore[attr-defined]
+                check_writable(folder)
+        recorded = sink.recorded()
+        if recorded is not None and recorded != sink.fingerprint:
             if not overwrite:
                 changed = (
-                    ", ".join(differences(recorded or {}, expected)) if recorded else "no record of what made them"
+                    ", ".join(differences(recorded, sink.fingerprint)) if recorded else "no record of what made them"
                 )
                 raise DataError(
                     f"{sink.target} holds outputs made with other weights, input or settings ({changed}): "
@@ -138,8 +176,9 @@ def plan_videos(
                 )
             logger.info("%s: overwrite=true, replacing the outputs of an earlier run", sink.target)
             sink.clear()
-            done = set()
-        plans.append(VideoPlan(source, sink, source.frame_count(), done, expected))
+        complete = sink.complete()
+        done = set() if complete else sink.done()
+        plans.append(VideoPlan(source, sink, source.frame_count(), done, complete, compare))
     return plans
 
 
@@ -185,33 +224,45 @@ def _progress(enabled: bool) -> Any:
 def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport, advance: Any) -> None:
     source, sink = plan.source, plan.sink
     start = last = time.perf_counter()
-    write_manifest(sink.manifest_path, plan.fingerprint)
+    tap = FrameTap(source.frames(), keep=TAP_FRAMES, images=plan.compare)
     try:
-        for index, frame in deblurrer.run(source, skip=plan.done.__contains__):
-            sink.write(index, to_uint8(frame))
+        sink.start()
+        for index, frame in deblurrer.run(tap, skip=plan.done.__contains__):
+            sink.write(index, to_uint8(frame), tap.frame(index))
             now = time.perf_counter()
             report.frame_seconds.append(now - last)
             logger.debug("%s/%s: %.3f s", source.name, source.output_name(index), now - last)
             last = now
             report.written += 1
             advance()
+        sink.close()
     except DataError as err:
         sink.abort()
         raise DataError(f"{source.name}: {err}") from err
     except BaseException:
         sink.abort()
         raise
-    sink.close()
+    report.warnings = list(source.problems)
     report.seconds = time.perf_counter() - start
 
 
+def _summary(report: VideoReport) -> None:
+    """The one line of a finished video, a warning naming the input's problems when it had any."""
+    per_frame = report.seconds / report.written if report.written else 0.0
+    line = f"{report.name}: {report.written} frames written to {report.output} in {report.seconds:.1f} s"
+    line += f" ({per_frame:.3f} s/frame)"
+    if report.warnings:
+        logger.warning("%s; damaged input: %s", line, "; ".join(report.warnings))
+    else:
+        logger.info("%s", line)
+
+
 def run_plans(deblurrer: VideoDeblurrer, plans: Sequence[VideoPlan], *, progress: bool = True) -> list[VideoReport]:
-    """Deblur every planned video into its sink; one :class:`VideoReport` per video."""
-    todo = [p for p in plans if not p.complete]
-    remaining = [p.remaining for p in todo]
-    total = None if None in remaining else sum(remaining)  # type: ignore[arg-type]
+    """Deblur every planned video into its sink; one :class:`VideoReport` per video.
+
+    The progress bar has one line per video (frames to compute, rate, ETA); each video ends with one summary line.
+    """
     bar = _progress(progress)
-    task = bar.add_task("deblurring", total=total) if bar is not None else None
     reports: list[VideoReport] = []
     with bar if bar is not None else contextlib.nullcontext():
         for plan in plans:
@@ -219,22 +270,17 @@ def run_plans(deblurrer: VideoDeblurrer, plans: Sequence[VideoPlan], *, progress
             report = VideoReport(name, target, skipped=len(plan.done))
             reports.append(report)
             if plan.complete:
+                report.skipped = plan.count or 0
                 logger.info("%s: all outputs exist in %s, skipped", name, target)
                 continue
             if plan.done:
-                logger.info("%s: %d of %d frames already written, resuming", name, len(plan.done), plan.count)
-            if bar is not None:
-                bar.update(task, description=name)
-            _deblur_one(deblurrer, plan, report, (lambda: bar.advance(task)) if bar is not None else (lambda: None))
-            per_frame = report.seconds / report.written if report.written else 0.0
-            logger.info(
-                "%s: %d frames written to %s in %.1f s (%.3f s/frame)",
-                name,
-                report.written,
-                target,
-                report.seconds,
-                per_frame,
-            )
+                logger.info("%s: %d of %s frames already written, resuming", name, len(plan.done), plan.count or "?")
+            task = bar.add_task(name, total=plan.remaining) if bar is not None else None
+            advance = functools.partial(bar.advance, task) if bar is not None else (lambda: None)
+            _deblur_one(deblurrer, plan, report, advance)
+            if bar is not None:  # a damaged input ends early: the bar ends whole
+                bar.update(task, total=report.written, completed=report.written)
+            _summary(report)
     return reports
 
 
@@ -246,11 +292,14 @@ def deblur_videos(
     progress: bool = True,
     fps: float | None = None,
     overwrite: bool = False,
+    video: VideoOutputOptions | None = None,
+    compare: bool = False,
 ) -> list[VideoReport]:
     """Deblur every video of ``sources`` into ``output``.
 
     ``output`` is a folder that gets one subfolder of PNG frames per video (named like the inputs;
-    ``00000.png`` ... for video files), or, when it ends in ``.mp4`` and there is one video, a video file.
+    ``00000.png`` ... for video files), or, when it ends in a video suffix (``.mp4``, ``.mkv``, ``.mov``,
+    ``.webm``) and there is one video, a video file (:class:`cdvd.inference.sinks.VideoFileSink`).
     Rerunning resumes: a video whose outputs all exist is not read, one with some outputs is resumed (existing
     files are never rewritten), but only when they were made with the same weights, input and settings
     (:mod:`cdvd.inference.manifest`); otherwise the run is refused unless ``overwrite``.
@@ -260,11 +309,16 @@ def deblur_videos(
         sources: from :func:`cdvd.data.sources.discover_sources`.
         output: folder, or video file.
         progress: show a rich progress bar (frames/s and ETA).
-        fps: frame rate of a video output (default: the input video's, or 25).
+        fps: frame rate of a video output (default: the input video's timestamps, or 25); overrides ``video.fps``.
         overwrite: replace outputs made another way instead of refusing.
+        video: the encoder settings of a video file output.
+        compare: also write side-by-side (blurry | deblurred) outputs.
 
     Returns:
         One :class:`VideoReport` per video.
     """
-    plans = plan_videos(sources, output, deblurrer.fingerprint(), fps=fps, overwrite=overwrite)
+    video = video or VideoOutputOptions()
+    if fps is not None:
+        video = dataclasses.replace(video, fps=fps)
+    plans = plan_videos(sources, output, deblurrer.fingerprint(), overwrite=overwrite, video=video, compare=compare)
     return run_plans(deblurrer, plans, progress=progress)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
+import av
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -19,9 +20,11 @@ from cdvd.checkpoints import load_model
 from cdvd.devices import PRECISIONS
 from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer
+from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
 from cdvd.models.correlation import CorrelationBackend, cupy_available
 from cdvd.protocol import check_frame_set
+from cdvd.video.formats import X264_PRESETS
 
 CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
 
@@ -53,6 +56,12 @@ class DeblurSettings:
     shard: int
     overwrite: bool
     reuse_memory: bool
+    codec: str | None
+    crf: int | None
+    preset: str
+    audio: bool
+    compare: bool
+    segment_frames: int
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -63,7 +72,34 @@ class DeblurSettings:
             raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
         if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:
             raise ConfigError(f"shard={self.shard} num_shards={self.num_shards}: need 0 <= shard < num_shards")
+        self._check_video()
         self.tile_spec()  # checks the tile now, before any work
+
+    def _check_video(self) -> None:
+        if self.codec is not None:
+            try:
+                kind = av.codec.Codec(self.codec, "w").type
+            except (av.FFmpegError, ValueError) as err:
+                raise ConfigError(f"codec={self.codec}: no such encoder in this FFmpeg build (null: H.264)") from err
+            if kind != "video":
+                raise ConfigError(f"codec={self.codec}: not a video encoder (e.g. libx264, libx265, libvpx-vp9)")
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            raise ConfigError(f"crf={self.crf}: must be in [0, 51] for H.264/H.265, [0, 63] for VP9/AV1 (or null)")
+        if self.preset not in X264_PRESETS:
+            raise ConfigError(f"preset={self.preset}: expected one of {', '.join(X264_PRESETS)}")
+        if self.segment_frames < 1:
+            raise ConfigError(f"segment_frames={self.segment_frames}: must be at least 1")
+
+    def video_options(self) -> VideoOutputOptions:
+        """The encoder settings of a video file output."""
+        return VideoOutputOptions(
+            codec=self.codec,
+            crf=self.crf,
+            preset=self.preset,
+            audio=self.audio,
+            segment_frames=self.segment_frames,
+            fps=self.fps,
+        )
 
     def tile_spec(self) -> TileSpec | None:
         """The tiling, or ``None`` for whole frames."""

@@ -1,23 +1,42 @@
-"""Where deblurred frames go: a folder of PNG frames, or a video file. Both behind one protocol."""
+"""Where deblurred frames go: a folder of PNG frames, or a video file (PyAV, resumable). Both behind one protocol.
+
+Every sink knows the fingerprint its outputs must record (:mod:`cdvd.inference.manifest`: weights, input, pixel
+settings, and for a video file the encoder settings), what an earlier run recorded for the outputs already there,
+and which frames those outputs hold, so that the runner resumes only work made the same way.
+
+With ``compare``, each sink also writes the blurry input beside the deblurred frame (:func:`cdvd.video.side_by_side`):
+a folder ``<video>_compare/`` of PNGs beside the video's folder, or ``<name>_compare.<ext>`` beside a video file.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from cdvd.data.io import DataError, write_rgb
-from cdvd.data.sources import VideoSource
+from cdvd.data.io import image_size, write_rgb
+from cdvd.data.sources import DEFAULT_FPS, VideoSource
+from cdvd.errors import ConfigError
+from cdvd.inference.manifest import read_manifest, write_manifest
+from cdvd.video import DecodedFrame, SegmentedVideoWriter, VideoInfo, compare_path, side_by_side, written_with
+from cdvd.video.segments import MANIFEST
+
+MANIFEST_NAME = ".cdvd-manifest.json"
 
 
 class FrameSink(Protocol):
     """The outputs of one video.
 
-    A runner asks which frames are already there (:meth:`done`), writes the others in increasing order, then
-    calls :meth:`close` when the video is finished or :meth:`abort` when it failed.
+    A runner checks :meth:`recorded` against :attr:`fingerprint` (refusing, or calling :meth:`clear`), asks which
+    frames are already there (:meth:`done`, or :meth:`complete` for all of them), calls :meth:`start`, writes the
+    other frames in increasing order, then calls :meth:`close` when the video is finished or :meth:`abort` when it
+    failed.
     """
 
     @property
@@ -25,54 +44,116 @@ class FrameSink(Protocol):
         """The folder or file the outputs end up in."""
 
     @property
-    def manifest_path(self) -> Path:
-        """Where the fingerprint of what made the outputs is recorded (:mod:`cdvd.inference.manifest`)."""
+    def fingerprint(self) -> dict[str, Any]:
+        """What the outputs of this run record: the runner's fingerprint and the sink's own settings."""
+
+    def recorded(self) -> dict[str, Any] | None:
+        """What made the outputs already there: ``None`` when there are none, ``{}`` when they have no record."""
 
     def done(self) -> set[int]:
-        """Indices of the frames already written by an earlier run."""
+        """Indices of the frames already written by an earlier run (made as :attr:`fingerprint` says)."""
+
+    def complete(self) -> bool:
+        """Whether every output is already there and whole (nothing to compute)."""
 
     def clear(self) -> None:
-        """Remove the outputs of an earlier run (and their manifest), for ``overwrite=true``."""
+        """Remove the outputs of an earlier run (and their records), for ``overwrite=true``."""
 
-    def write(self, index: int, image: np.ndarray) -> None:
-        """Store output frame ``index``: uint8 (H, W, 3) RGB."""
+    def start(self) -> None:
+        """Record :attr:`fingerprint` beside the outputs, before the first frame is written."""
+
+    def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
+        """Store output frame ``index``: uint8 (H, W, 3) RGB; ``source`` is the input frame (its timestamp, and its
+        image for ``compare``)."""
 
     def close(self) -> None:
         """The video is finished: make the outputs whole under their final names."""
 
     def abort(self) -> None:
-        """The video failed: leave nothing half-written."""
+        """The video failed: leave nothing half-written under a final name."""
 
 
 class FrameFolderSink:
-    """PNG frames in one folder, named like the inputs; each written atomically, so any PNG there is whole."""
+    """PNG frames in one folder, named like the inputs; each written atomically, so any PNG there is whole.
 
-    def __init__(self, folder: Path, source: VideoSource) -> None:
+    Args:
+        folder: the video's output folder.
+        source: the video.
+        fingerprint: what the frames depend on (recorded in ``folder/.cdvd-manifest.json``).
+        compare: also write side-by-side (blurry | deblurred) PNGs into ``<folder>_compare/``.
+    """
+
+    def __init__(
+        self, folder: Path, source: VideoSource, fingerprint: dict[str, Any] | None = None, *, compare: bool = False
+    ) -> None:
         self.folder = folder
         self.source = source
+        self._fingerprint = dict(fingerprint or {})
+        self.compare = compare
+        self.compare_folder = folder.with_name(f"{folder.name}_compare")
 
     @property
     def target(self) -> Path:
         return self.folder
 
     @property
-    def manifest_path(self) -> Path:
-        return self.folder / ".cdvd-manifest.json"
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint
 
-    def path(self, index: int) -> Path:
-        return self.folder / self.source.output_name(index)
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST_NAME
+
+    def folders(self) -> list[Path]:
+        """The output folder, and the compare folder with ``compare``."""
+        return [self.folder, self.compare_folder] if self.compare else [self.folder]
+
+    def path(self, index: int, folder: Path | None = None) -> Path:
+        return (folder or self.folder) / self.source.output_name(index)
+
+    def _present(self, folder: Path) -> set[int]:
+        count = self.source.frame_count() or 0
+        return {i for i in range(count) if self.path(i, folder).is_file()}
+
+    def recorded(self) -> dict[str, Any] | None:
+        found = []
+        for folder in self.folders():
+            record = read_manifest(folder / MANIFEST_NAME)
+            if record is None and self._present(folder):
+                record = {}  # frames without a record of what made them
+            if record is not None and record != self._fingerprint:
+                return record
+            found.append(record)
+        return next((r for r in found if r is not None), None)
 
     def done(self) -> set[int]:
-        count = self.source.frame_count() or 0
-        return {i for i in range(count) if self.path(i).is_file()}
+        done = self._present(self.folder)
+        if self.compare:
+            done &= self._present(self.compare_folder)
+        return done
+
+    def complete(self) -> bool:
+        count = self.source.frame_count()
+        return count is not None and len(self.done()) >= count
 
     def clear(self) -> None:
-        for index in self.done():
-            self.path(index).unlink(missing_ok=True)
-        self.manifest_path.unlink(missing_ok=True)
+        for folder in self.folders():
+            for index in self._present(folder):
+                self.path(index, folder).unlink(missing_ok=True)
+            (folder / MANIFEST_NAME).unlink(missing_ok=True)
 
-    def write(self, index: int, image: np.ndarray) -> None:
-        write_rgb(self.path(index), image)
+    def start(self) -> None:
+        for folder in self.folders():
+            write_manifest(folder / MANIFEST_NAME, self._fingerprint)
+
+    def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
+        path = self.path(index)
+        if not path.is_file():  # written by an earlier run (only its compare frame was missing)
+            write_rgb(path, image)
+        if self.compare:
+            side = self.path(index, self.compare_folder)
+            if not side.is_file():
+                write_rgb(side, side_by_side(source.image, image))
 
     def close(self) -> None:
         pass
@@ -81,49 +162,160 @@ class FrameFolderSink:
         pass
 
 
-class VideoFileSink:
-    """An mp4 (``mp4v``) file, written to a temporary file beside it and renamed when complete."""
+@dataclass(frozen=True)
+class VideoOutputOptions:
+    """How a video file output is encoded (the ``cdvd-deblur`` settings of the same names).
 
-    def __init__(self, path: Path, source: VideoSource, fps: float) -> None:
+    Attributes:
+        codec: the video encoder; ``None``: H.264 (``libx264``; VP9 for ``.webm``).
+        crf: constant-quality level; ``None``: the encoder's default (18 for H.264).
+        preset: x264/x265 speed preset (VP9: mapped to its speed).
+        audio: copy the input's sound track (re-encoded where the container cannot hold it).
+        segment_frames: frames per resumable segment.
+        fps: output frame rate; ``None``: the input video's timestamps (25 fps for frame folders).
+    """
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str = "medium"
+    audio: bool = True
+    segment_frames: int = 250
+    fps: float | None = None
+
+
+def _flat(manifest: Any) -> dict[str, Any]:
+    """A writer's manifest as one flat fingerprint (the caller's keys, ``encoder``, ``writer``)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("fingerprint"), dict):
+        return {}
+    return {**manifest["fingerprint"], "encoder": manifest.get("encoder"), "writer": manifest.get("version")}
+
+
+def _source_info(source: VideoSource, fps: float | None) -> tuple[VideoInfo, bool]:
+    """The output's timing (and size) for ``source``; whether frames are retimed by index at ``fps``."""
+    info = source.info()
+    if info is not None and fps is None:
+        return info, False
+    rate = Fraction(fps or DEFAULT_FPS).limit_denominator(100000)
+    if info is None:
+        files = source.frame_files or []
+        height, width = image_size(files[0]) if files else (0, 0)
+        info = VideoInfo(source.path, width, height, rate, 1 / rate, len(files), len(files) / rate, "png")
+    return dataclasses.replace(info, frame_rate=rate, time_base=1 / rate), True
+
+
+class VideoFileSink:
+    """A video file (any container of :data:`cdvd.video.OUTPUT_FORMATS`) through
+    :class:`cdvd.video.SegmentedVideoWriter`: H.264 by default, the input's timestamps and sound track, written in
+    resumable segments and joined atomically under the final name; with ``compare`` a side-by-side video too.
+
+    Args:
+        path: the output file.
+        source: the video.
+        fingerprint: what the pixels depend on (weights, input, settings); stored in the file with the encoder
+            settings, so a rerun knows whether the file (or the segments of an interrupted run) can be kept.
+        options: the encoder settings.
+        compare: also write ``<name>_compare.<ext>`` (blurry | deblurred).
+
+    Raises:
+        ConfigError: an encoder setting the container or FFmpeg cannot take (named).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        source: VideoSource,
+        fingerprint: dict[str, Any] | None = None,
+        options: VideoOutputOptions | None = None,
+        *,
+        compare: bool = False,
+    ) -> None:
         self.path = path
         self.source = source
-        self.fps = fps
-        self._tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-        self._writer: cv2.VideoWriter | None = None
+        self.options = options or VideoOutputOptions()
+        info, self._retime = _source_info(source, self.options.fps)
+        audio = source.path if self.options.audio and source.is_video_file else None
+        base = {**(fingerprint or {}), "audio": audio is not None}
+        try:
+            self.writers = [
+                SegmentedVideoWriter(
+                    target,
+                    info=info,
+                    codec=self.options.codec,
+                    crf=self.options.crf,
+                    preset=self.options.preset,
+                    segment_frames=self.options.segment_frames,
+                    audio_source=audio,
+                    fingerprint=base,
+                )
+                for target in ([path, compare_path(path)] if compare else [path])
+            ]
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        self.compare = compare
+        self._fingerprint = _flat(self.writers[0].manifest())
+        self._starts: dict[int, int] | None = None  # writer position -> frames it already holds
 
     @property
     def target(self) -> Path:
         return self.path
 
     @property
-    def manifest_path(self) -> Path:
-        return self.path.with_name(f".{self.path.name}.cdvd-manifest.json")
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint
+
+    @staticmethod
+    def _recorded_by(writer: SegmentedVideoWriter) -> dict[str, Any] | None:
+        if writer.final_path.exists():
+            return _flat(written_with(writer.final_path))
+        manifest = writer.work_dir / MANIFEST
+        if manifest.is_file():  # the segments of an interrupted run
+            try:
+                return _flat(json.loads(manifest.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                return {}
+        return None
+
+    def recorded(self) -> dict[str, Any] | None:
+        found = [self._recorded_by(w) for w in self.writers]
+        for record in found:
+            if record is not None and record != self._fingerprint:
+                return record
+        return next((r for r in found if r is not None), None)
+
+    def _needed(self) -> dict[int, int]:
+        """Frames already held by each writer whose file is not there yet (its complete segments)."""
+        if self._starts is None:
+            self._starts = {k: w.frames_done() for k, w in enumerate(self.writers) if not w.output_is_current()}
+        return self._starts
+
+    def complete(self) -> bool:
+        return all(w.output_is_current() for w in self.writers)
 
     def done(self) -> set[int]:
-        """Every frame when the file exists (it only appears whole), else none."""
-        return set(range(self.source.frame_count() or 0)) if self.path.is_file() else set()
+        needed = self._needed()
+        if not needed:
+            return set(range(self.source.frame_count() or 0))
+        return set(range(min(needed.values())))
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.manifest_path.unlink(missing_ok=True)
+        for writer in self.writers:
+            writer.final_path.unlink(missing_ok=True)
+            shutil.rmtree(writer.work_dir, ignore_errors=True)
+        self._starts = None
 
-    def write(self, index: int, image: np.ndarray) -> None:
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self._writer.isOpened():
-                raise DataError(f"cannot write video file {self._tmp} (mp4v codec unavailable?)")
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    def start(self) -> None:
+        self._needed()
+
+    def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
+        pts = None if self._retime else source.pts
+        for k, start in self._needed().items():
+            if index >= start:
+                self.writers[k].write(side_by_side(source.image, image) if k == 1 else image, pts)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            os.replace(self._tmp, self.path)
+        for k in self._needed():
+            self.writers[k].finish()
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        self._tmp.unlink(missing_ok=True)
+        for writer in self.writers:
+            writer.abort()

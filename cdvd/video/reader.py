@@ -1,0 +1,161 @@
+"""Reading a video file one frame at a time, as uint8 (H, W, 3) RGB, upright, with integrity checks.
+
+A decode error part-way, or a number of decoded frames that disagrees with the container, is reported in
+:attr:`VideoReader.problems` (in words naming the file and both counts) and logged as one warning line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import av
+import numpy as np
+
+from cdvd.errors import DataError
+from cdvd.video.probe import VideoInfo, open_input, probe_video, upright
+
+logger = logging.getLogger(__name__)
+
+#: Demuxers whose files store no presentation times (AVI times frames by their position; raw streams have none):
+#: their frames are timed by index at the stated rate.
+_INDEX_TIMED_FORMATS = frozenset({"avi", "h264", "hevc", "m4v", "mjpeg", "rawvideo"})
+
+
+class DecodedFrame(NamedTuple):
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position among the decoded frames.
+        pts: presentation timestamp in the stream's ``time_base``, strictly increasing (where the file has none, or
+            an out-of-order one, as AVI files with B-frames do, one frame period after the previous frame's).
+        image: uint8 (H, W, 3) RGB, upright.
+    """
+
+    index: int
+    pts: int
+    image: np.ndarray
+
+
+@dataclass
+class VideoReader:
+    """Decodes a video file one frame at a time; made by :func:`read_video_frames`.
+
+    Iterating yields :class:`DecodedFrame`; each iteration decodes the file again from the start. After a full
+    iteration, ``decoded`` is the number of frames that decoded and ``problems`` lists, in words naming the file,
+    what went wrong (also logged as warnings). No frame at all raises :class:`DataError`.
+
+    Attributes:
+        path: the file.
+        info: what the container says (:func:`probe_video`).
+        decoded: frames yielded by the last iteration.
+        problems: integrity warnings of the last full iteration (empty when the file decoded cleanly).
+        complete: whether the last iteration ran to the end of the file.
+        warn: log the problems of a full iteration as one warning line (``False`` for a caller that reports them).
+    """
+
+    path: Path
+    info: VideoInfo
+    decoded: int = 0
+    problems: list[str] = field(default_factory=list)
+    complete: bool = False
+    warn: bool = True
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        self.decoded, self.problems, self.complete = 0, [], False
+        errors: list[str] = []
+        step = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
+        last_pts: int | None = None
+        concealed = 0
+        with open_input(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            by_index = container.format.name.split(",")[0] in _INDEX_TIMED_FORMATS
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except av.FFmpegError as err:  # a corrupt packet: skip it, as players do
+                        errors.append(f"packet at {packet.pts}: {err}")
+                        continue
+                    for frame in frames:
+                        if frame.is_corrupt:  # decoded with errors, concealed by FFmpeg
+                            concealed += 1
+                        pts = frame.pts
+                        if by_index or pts is None or (last_pts is not None and pts <= last_pts):
+                            # no usable time: one frame period after the previous frame
+                            pts = 0 if last_pts is None else last_pts + step
+                        last_pts = pts
+                        image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                        yield DecodedFrame(self.decoded, pts, image)
+                        self.decoded += 1
+            except av.FFmpegError as err:  # the container itself is broken (truncated): keep what decoded
+                errors.append(f"read stopped: {err}")
+        self.complete = True
+        if concealed:
+            errors.append(f"{concealed} frames decoded with concealed errors")
+        self._check(errors)
+
+    def images(self) -> Iterator[np.ndarray]:
+        """The frames alone, uint8 (H, W, 3) RGB."""
+        for frame in self:
+            yield frame.image
+
+    def _check(self, errors: list[str]) -> None:
+        self._checks(errors)
+        if self.problems and self.warn:
+            logger.warning("%s", "; ".join(self.problems))
+
+    def _checks(self, errors: list[str]) -> None:
+        if self.decoded == 0:
+            detail = f" ({errors[0]})" if errors else ""
+            raise DataError(f"no frame of {self.path} could be decoded{detail}")
+        if errors:
+            more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+            self.problems.append(
+                f"{self.path}: decoding failed part-way ({errors[0]}{more}); kept {self.decoded} frames"
+            )
+        stated, expected = self.info.frame_count, self.info.expected_frames
+        if stated is not None and self.decoded != stated:
+            self.problems.append(f"{self.path}: decoded {self.decoded} frames but the container states {stated}")
+        elif stated is None and expected is not None and abs(self.decoded - expected) > max(1, expected // 100):
+            self.problems.append(
+                f"{self.path}: decoded {self.decoded} frames but the container's duration implies {expected}"
+            )
+
+
+def read_video_frames(path: str | os.PathLike) -> VideoReader:
+    """A reader of the frames of a video file, one at a time (never the whole video in memory).
+
+    Example::
+
+        reader = read_video_frames("clip.mp4")
+        for frame in reader:          # DecodedFrame(index, pts, image uint8 (H, W, 3) RGB)
+            ...
+        report["warnings"] = reader.problems
+
+    Raises:
+        DataError: the file cannot be opened or has no video stream (at once); no frame decodes (on iteration).
+    """
+    info = probe_video(path)
+    return VideoReader(Path(path), info)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> list[np.ndarray]:
+    """The first ``max_frames`` frames (all with ``None``) of a video file, uint8 (H, W, 3) RGB, in memory.
+
+    Raises:
+        DataError: the file is missing, cannot be opened or holds no decodable frame.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames={max_frames}: must be at least 1")
+    frames: list[np.ndarray] = []
+    for frame in read_video_frames(path):
+        frames.append(frame.image)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    return frames

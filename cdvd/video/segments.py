@@ -1,0 +1,86 @@
+"""The work folder of :class:`cdvd.video.writer.SegmentedVideoWriter`: complete segments and their records.
+
+A segment ``seg_NNNNNN.mkv`` counts as complete once its record ``seg_NNNNNN.json`` (its frames' output
+timestamps, its packets' timestamps, its size in bytes) is there and matches it; records are written with a
+temporary name, fsynced and renamed, so a kill never leaves a record of a half-written segment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+SEGMENT_RE = re.compile(r"^seg_(\d{6})\.json$")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A complete segment: its frames' output timestamps and its packets' (pts, dts) in segment frame units."""
+
+    index: int
+    pts: list[int]
+    packets: list[tuple[int, int]]
+    width: int
+    height: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+
+def fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    fsync(tmp)
+    os.replace(tmp, path)
+
+
+def even(image: np.ndarray) -> np.ndarray:
+    """Pad an odd width or height by repeating the last column/row (4:2:0 encoders need even sizes)."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def complete_segments(work_dir: Path, segment_frames: int) -> list[Segment]:
+    """The complete segments of ``work_dir`` from the first on, up to the first missing or incomplete one (every
+    complete segment holds ``segment_frames`` frames)."""
+    found: dict[int, Path] = {}
+    for entry in work_dir.iterdir():
+        match = SEGMENT_RE.match(entry.name)
+        if match:
+            found[int(match.group(1))] = entry
+    segments: list[Segment] = []
+    while len(segments) in found:
+        index = len(segments)
+        try:
+            record = json.loads(found[index].read_text())
+            media = work_dir / f"seg_{index:06d}.mkv"
+            if media.stat().st_size != record["bytes"] or len(record["pts"]) != segment_frames:
+                break
+            segments.append(
+                Segment(
+                    index=index,
+                    pts=[int(p) for p in record["pts"]],
+                    packets=[(int(p), int(d)) for p, d in record["packets"]],
+                    width=int(record["width"]),
+                    height=int(record["height"]),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            break
+    return segments

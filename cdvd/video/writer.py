@@ -1,0 +1,394 @@
+"""A resumable, atomic video writer: independently encoded segments joined, with the sound track, at the end.
+
+:class:`SegmentedVideoWriter` encodes frames into complete segment files in a hidden work folder beside the output
+(``.<name>.parts/``); a run that is killed resumes after its last complete segment, and the final file is made by
+remuxing the segments' packets (no re-encode, :mod:`cdvd.video.join`) into a temporary file in the work folder
+that is renamed onto the output only when whole. Every segment starts with a keyframe and is encoded with fixed
+settings (one encoder thread by default), so a resumed write gives exactly the bitstream, and therefore the
+decoded frames, of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from cdvd.errors import DataError
+from cdvd.video.formats import (
+    DEFAULT_CRF,
+    VP9_SPEED,
+    X264_PRESETS,
+    check_codec,
+    default_video_codec,
+    output_format,
+    written_with,
+)
+from cdvd.video.join import mux_segments
+from cdvd.video.probe import VideoInfo
+from cdvd.video.segments import MANIFEST, Segment, complete_segments, even, fsync, write_json
+
+logger = logging.getLogger(__name__)
+
+_MANIFEST_VERSION = 1
+
+
+class SegmentedVideoWriter:
+    """A video file written in resumable segments and made whole, atomically, by :meth:`finish`.
+
+    Frames go to segment files of ``segment_frames`` frames each in ``.<name>.parts/`` beside the output (each
+    written to a temporary name and renamed when complete, with a small JSON record of its timestamps). A
+    ``manifest.json`` there records ``fingerprint`` and the encoder settings; a later writer with the same ones
+    resumes after the complete segments (:meth:`frames_done`), a writer with other ones removes them. Partial
+    segments of a crashed run are removed.
+
+    :meth:`finish` joins the segments by remuxing their packets (no re-encode) with the timestamps given to
+    :meth:`write` (the source's, so the output has its rate and frame count), adds the first audio track of
+    ``audio_source`` (copied where the container accepts its codec, else re-encoded: AAC, or Opus for WebM),
+    writes all this to a temporary file beside the output and renames it into place, then removes the work folder.
+
+    Determinism: every segment starts with a keyframe in a fresh encoder, and the encoder runs with ``threads``
+    threads (1 by default; x264 and libvpx give the same bitstream for the same frames, settings and thread count),
+    so a resumed write is bit-identical to an uninterrupted one. ``threads`` is part of the manifest.
+
+    Colour: frames are converted to the encoder's YUV format with the BT.709 matrix (limited range) and tagged so.
+
+    Args:
+        final_path: the output file; its suffix picks the container (:data:`OUTPUT_FORMATS`).
+        info: the source video (frame rate and time base of the output timestamps).
+        codec: video encoder; ``None``: ``libx264`` (``libvpx-vp9`` for ``.webm``).
+        crf: constant-quality level; ``None``: the encoder's entry in :data:`DEFAULT_CRF`.
+        preset: x264/x265 speed preset (for VP9 mapped to ``cpu-used``; other encoders ignore it).
+        pix_fmt: the encoded pixel format.
+        segment_frames: frames per segment (the resume granularity; each adds a keyframe).
+        threads: encoder threads (0: FFmpeg's choice; then resuming on another machine may differ in bits).
+        audio_source: file whose first audio track goes into the output; ``None`` for none.
+        fingerprint: JSON-serialisable identity of what makes the pixels (input, checkpoint hash, settings).
+        codec_options: extra FFmpeg encoder options (strings), part of the manifest.
+
+    Raises:
+        ValueError: a setting the container or FFmpeg cannot take (the message names it).
+    """
+
+    def __init__(
+        self,
+        final_path: str | os.PathLike,
+        *,
+        info: VideoInfo,
+        codec: str | None = None,
+        crf: int | None = None,
+        preset: str = "medium",
+        pix_fmt: str = "yuv420p",
+        segment_frames: int = 250,
+        threads: int = 1,
+        audio_source: str | os.PathLike | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
+        codec_options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.final_path = Path(final_path)
+        self.format = output_format(self.final_path)
+        self.codec = codec or default_video_codec(self.final_path)
+        check_codec(self.format, self.codec, kind="codec")
+        if pix_fmt not in [f.name for f in av.codec.Codec(self.codec, "w").video_formats or []]:
+            raise ValueError(f"pix_fmt={pix_fmt}: {self.codec} cannot encode it")
+        self.crf = DEFAULT_CRF.get(self.codec) if crf is None else int(crf)
+        top = 51 if self.codec in ("libx264", "libx265") else 63
+        if self.crf is not None and not 0 <= self.crf <= top:
+            raise ValueError(f"crf={crf}: must be in [0, {top}] for {self.codec} (lower is better; 0 is lossless)")
+        if self.codec in ("libx264", "libx265") and preset not in X264_PRESETS:
+            raise ValueError(f"preset={preset}: not one of {', '.join(X264_PRESETS)}")
+        if segment_frames < 1:
+            raise ValueError(f"segment_frames={segment_frames}: must be at least 1")
+        if threads < 0:
+            raise ValueError(f"threads={threads}: must be 0 (automatic) or more")
+        self.preset, self.pix_fmt, self.segment_frames, self.threads = preset, pix_fmt, segment_frames, threads
+        self.info = info
+        self.audio_source = Path(audio_source) if audio_source is not None else None
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}), sort_keys=True))
+        self.codec_options = {str(k): str(v) for k, v in (codec_options or {}).items()}
+        self.options = self._encoder_options()
+        self.work_dir = self.final_path.with_name(f".{self.final_path.name}.parts")
+        # frame timestamps of the segment encoder: the source's nominal rate (it goes into the bitstream's timing
+        # info) where millisecond timestamps of the Matroska segments keep frames apart, else 25
+        rate = info.frame_rate
+        self._segment_rate = Fraction(rate) if 0 < rate <= 500 else Fraction(25)
+        self._step = max(1, round(1 / (info.frame_rate * info.time_base))) if info.frame_rate > 0 else 1
+        self._segments: list[Segment] = []
+        self._open: dict[str, Any] | None = None  # the segment being written
+        self._size: tuple[int, int] | None = None
+        self._last_pts: int | None = None
+        self._finished = False
+        self._loaded = False  # the work folder is looked at on first use, so that output_is_current() touches nothing
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._guard(self._load)
+            self._loaded = True
+
+    # -- settings and work folder
+
+    def _encoder_options(self) -> dict[str, str]:
+        opts: dict[str, str] = {}
+        if self.codec in ("libx264", "libx265"):
+            opts["preset"] = self.preset
+        elif self.codec == "libvpx-vp9":
+            if self.preset not in X264_PRESETS:
+                raise ValueError(f"preset={self.preset}: not one of {', '.join(X264_PRESETS)}")
+            opts.update({"deadline": "good", "cpu-used": str(VP9_SPEED.get(self.preset, 0)), "b": "0"})
+            opts["row-mt"] = "0"
+        if self.crf is not None:
+            opts["crf"] = str(self.crf)
+        opts.update(self.codec_options)
+        return opts
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "threads": self.threads,
+            "options": self.options,
+            "segment_frames": self.segment_frames,
+            "frame_rate": str(self.info.frame_rate),
+            "time_base": str(self.info.time_base),
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        """What this writer's outputs depend on: the caller's fingerprint and the encoder settings (JSON types)."""
+        return {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "encoder": self._settings()}
+
+    def output_is_current(self) -> bool:
+        """Whether the output file exists, whole, and was written with this writer's :meth:`manifest` (then a
+        runner can skip the video)."""
+        return self.final_path.is_file() and written_with(self.final_path) == self.manifest()
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn``, turning OS and FFmpeg write errors into a DataError that names the output."""
+        try:
+            return fn(*args)
+        except DataError:
+            raise
+        except (OSError, av.FFmpegError) as err:
+            raise DataError(f"cannot write video {self.final_path}: {err}") from err
+
+    def _load(self) -> None:
+        """Adopt the complete segments of an earlier run with the same manifest; remove everything else."""
+        manifest_path = self.work_dir / MANIFEST
+        if self.work_dir.is_dir():
+            try:
+                old = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != self.manifest():
+                if old is not None:
+                    logger.info("%s: parts of an earlier run with other inputs or settings removed", self.final_path)
+                shutil.rmtree(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if not manifest_path.exists():
+            write_json(manifest_path, self.manifest())
+        self._segments = complete_segments(self.work_dir, self.segment_frames)
+        keep = {MANIFEST} | {f"seg_{s.index:06d}{ext}" for s in self._segments for ext in (".json", ".mkv")}
+        for entry in self.work_dir.iterdir():
+            if entry.name not in keep:  # partial segments, temp files, segments after a gap
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if self._segments:
+            self._size = (self._segments[0].width, self._segments[0].height)
+            self._last_pts = self._segments[-1].pts[-1]
+            logger.info("%s: resuming after %d frames", self.final_path, sum(s.frames for s in self._segments))
+
+    # -- writing frames
+
+    def frames_done(self) -> int:
+        """Frames already in complete segments (from an earlier, interrupted run with the same manifest).
+
+        The first call (or the first :meth:`write`) opens the work folder: adopts matching parts, removes others.
+        """
+        self._ensure_loaded()
+        return sum(s.frames for s in self._segments)
+
+    @property
+    def frames_written(self) -> int:
+        """Frames in complete segments plus the segment being written."""
+        return self.frames_done() + (len(self._open["pts"]) if self._open else 0)
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode the next frame.
+
+        Args:
+            image: uint8 (H, W, 3) RGB; every frame has the same size (odd sizes are padded to even for 4:2:0).
+            pts: its timestamp in ``info.time_base`` (the reader's ``DecodedFrame.pts``); ``None``, or one not after
+                the previous frame's, gives the previous one plus one frame period.
+
+        Raises:
+            ValueError: not uint8 (H, W, 3), or a size other than the earlier frames'.
+            DataError: the segment cannot be written (full disk...); the writer is aborted (complete segments stay).
+        """
+        if self._finished:
+            raise RuntimeError("write() after finish()")
+        self._ensure_loaded()
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB frame, instead got {image.dtype} {image.shape}")
+        image = even(image)
+        size = (image.shape[1], image.shape[0])
+        if self._size is None:
+            self._size = size
+        elif size != self._size:
+            raise ValueError(f"frame size {size} differs from the video's {self._size} ({self.final_path})")
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + self._step
+        self._last_pts = pts
+        try:
+            self._guard(self._encode, image, pts)
+        except DataError:
+            self.abort()  # the segment being written is lost; complete ones stay for a rerun
+            raise
+
+    def _encode(self, image: np.ndarray, pts: int) -> None:
+        if self._open is None:
+            self._start_segment()
+        seg = self._open
+        assert seg is not None
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        frame.pts = len(seg["pts"])
+        frame.time_base = 1 / self._segment_rate
+        seg["pts"].append(pts)
+        self._mux_segment_packets(seg, seg["stream"].encode(frame))
+        if len(seg["pts"]) == self.segment_frames:
+            self._close_segment()
+
+    def _start_segment(self) -> None:
+        assert self._size is not None
+        index = len(self._segments)
+        tmp = self.work_dir / f"seg_{index:06d}.mkv.tmp"
+        container = av.open(str(tmp), "w", format="matroska")
+        stream = container.add_stream(self.codec, rate=self._segment_rate, options=dict(self.options))
+        stream.width, stream.height = self._size
+        stream.pix_fmt = self.pix_fmt
+        ctx = stream.codec_context
+        ctx.time_base = 1 / self._segment_rate
+        ctx.thread_count = self.threads
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 1, 1, 1, 1  # BT.709, limited range
+        self._open = {"index": index, "tmp": tmp, "container": container, "stream": stream, "pts": [], "packets": []}
+
+    def _mux_segment_packets(self, seg: dict[str, Any], packets: Sequence[av.Packet]) -> None:
+        for packet in packets:
+            # the encoder's timestamps in segment frame units, taken before muxing rounds them to milliseconds
+            unit = packet.time_base * self._segment_rate
+            pts = round(packet.pts * unit)
+            dts = pts if packet.dts is None else round(packet.dts * unit)
+            seg["packets"].append((pts, dts))
+            seg["container"].mux(packet)
+
+    def _close_segment(self) -> None:
+        seg = self._open
+        assert seg is not None and self._size is not None
+        tmp: Path = seg["tmp"]
+        media = tmp.with_suffix("")  # seg_000000.mkv
+        record_path = media.with_suffix(".json")
+        try:
+            try:
+                self._mux_segment_packets(seg, seg["stream"].encode(None))
+            finally:
+                seg["container"].close()
+            if len(seg["packets"]) != len(seg["pts"]):
+                raise DataError(
+                    f"cannot write video {self.final_path}: the encoder gave {len(seg['packets'])} packets for "
+                    f"{len(seg['pts'])} frames (codec={self.codec} is not supported for segmented writing)"
+                )
+            fsync(tmp)
+            os.replace(tmp, media)
+            record = {
+                "pts": seg["pts"],
+                "packets": seg["packets"],
+                "width": self._size[0],
+                "height": self._size[1],
+                "bytes": media.stat().st_size,
+            }
+            write_json(record_path, record)  # the segment counts as complete from here on
+        except BaseException:
+            self._open = None
+            for path in (tmp, media, record_path.with_name(record_path.name + ".tmp")):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        self._open = None
+        self._segments.append(Segment(seg["index"], seg["pts"], seg["packets"], *self._size))
+        logger.debug("%s: segment %d complete (%d frames)", self.final_path, seg["index"], len(seg["pts"]))
+
+    # -- finishing
+
+    def finish(self) -> Path:
+        """Join the segments and the audio into the output, atomically, and remove the work folder.
+
+        Returns:
+            The output path.
+
+        Raises:
+            DataError: no frame was written, or the output cannot be written (nothing is left under its name, and
+                the complete segments stay for a later run).
+        """
+        if self._finished:
+            return self.final_path
+        self._ensure_loaded()
+        if self._open is not None:
+            self._guard(self._close_segment)
+        total = self.frames_done()
+        if total == 0:
+            raise DataError(f"cannot write video {self.final_path}: no frames were written")
+        self._guard(self._join, total)
+        self._finished = True
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        logger.debug("%s: %d frames written", self.final_path, total)
+        return self.final_path
+
+    def abort(self, *, keep_parts: bool = True) -> None:
+        """Stop without an output: drop the segment being written; keep the complete ones for a later run unless
+        ``keep_parts`` is false. Never raises for a missing file."""
+        seg, self._open = self._open, None
+        if seg is not None:
+            with contextlib.suppress(Exception):
+                seg["container"].close()
+            with contextlib.suppress(OSError):
+                seg["tmp"].unlink()
+        if not keep_parts:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self._segments = []
+
+    def _join(self, total: int) -> None:
+        pts_all, step = [p for s in self._segments for p in s.pts], self._step
+
+        def at(index: int) -> int:  # output time of frame ``index``; extrapolated before the first and after the last
+            if index < 0:
+                return pts_all[0] + index * step
+            if index >= len(pts_all):
+                return pts_all[-1] + (index - len(pts_all) + 1) * step
+            return pts_all[index]
+
+        # the joined file is made inside the work folder (a kill leaves nothing beside the output; the next run
+        # removes it with the other leftovers) and renamed onto the output, on the same file system, when whole
+        tmp = self.work_dir / f"output.tmp{self.final_path.suffix}"
+        try:
+            mux_segments(
+                tmp,
+                final_path=self.final_path,
+                container_format=self.format,
+                manifest=self.manifest(),
+                work_dir=self.work_dir,
+                segments=self._segments,
+                time_base=self.info.time_base,
+                at=at,
+                total=total,
+                audio_source=self.audio_source,
+            )
+            os.replace(tmp, self.final_path)
+        finally:
+            tmp.unlink(missing_ok=True)
