@@ -53,7 +53,7 @@ def training_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
         f"paths.output_dir={run_dir}",
         f"data.root={run_dir / 'data'}",
         f"trainer.accelerator={device}",
-        f"trainer.max_steps={int(cfg.steps)}",
+        f"++trainer.max_steps={int(cfg.steps)}",
         "trainer.max_epochs=-1",
         f"seed={cfg.seed}",
         *cfg.train_overrides,
