@@ -60,6 +60,22 @@ def test_pack_then_read_gives_the_files_bytes_and_pixels(tmp_path, layout):
     assert all(p.is_relative_to(report.output) for v in videos for p in (*v.blur, *v.gt))
 
 
+def test_raw_encoding_stores_the_decoded_pixels(tmp_path, dataset):
+    report = pack_dataset(dataset, tmp_path / "raw.lmdb", encoding="raw")
+    store = FrameStore(report.output)
+    assert store.meta.encoding == "raw" and report.n_bytes == 50 * SIZE[0] * SIZE[1] * 3
+    for path in frame_files(dataset):
+        key = path.relative_to(dataset).as_posix()
+        expected = read_rgb(path)
+        assert store.read_bytes(key) == expected.tobytes()
+        frame = store.read(key)
+        assert frame.flags.writeable and np.array_equal(frame, expected)
+    with pytest.raises(DataError, match=r"frame val/gt/w9/00000\.png is not in the frame store"):
+        store.read("val/gt/w9/00000.png")
+    with pytest.raises(ConfigError, match="encoding must be one of file, raw, instead got 'jpeg'"):
+        pack_dataset(dataset, tmp_path / "x.lmdb", encoding="jpeg")
+
+
 def test_a_root_that_is_one_split_and_chosen_splits(tmp_path, dataset):
     one = pack_dataset(dataset / "val", tmp_path / "val.lmdb")
     assert one.splits == (None,) and [v.name for v in FrameStore(one.output).videos(None)] == ["w0", "w1"]
@@ -86,12 +102,12 @@ def assert_same_batches(first: list[dict], second: list[dict]) -> None:
                 assert a[key] == b[key], key
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_the_store_gives_the_batches_of_the_files_without_them(tmp_path, dataset, workers):
+@pytest.mark.parametrize(("workers", "encoding"), [(0, "file"), (1, "file"), (0, "raw")])
+def test_the_store_gives_the_batches_of_the_files_without_them(tmp_path, dataset, workers, encoding):
     settings = {"layout": "folder", "patch_size": P, "batch_size": 2, "seed": 0, "num_workers": workers}
     settings |= {"val_frames": "all", "n_frames_per_video": 7}
     from_files = batches(DeblurDataModule(root=dataset, **settings))
-    store = pack_dataset(dataset, tmp_path / "packed.lmdb").output
+    store = pack_dataset(dataset, tmp_path / "packed.lmdb", encoding=encoding).output
     moved = tmp_path / "elsewhere"
     shutil.move(dataset, moved)  # the PNG tree is not needed
     from_store = batches(DeblurDataModule(frame_store=store, **settings))

@@ -33,6 +33,7 @@ def run_pack(cfg: DictConfig) -> PackReport:
         blur_gamma=cfg.blur_gamma,
         map_size=cfg.map_size,
         overwrite=cfg.overwrite,
+        encoding=cfg.encoding,
     )
 
 

@@ -2,8 +2,10 @@
 
 A store is a folder as LMDB makes it (``data.mdb``; readers need no lock file). Keys are the frames' paths relative
 to the dataset root in POSIX form (``train/blur/720p/00000.png``); values are the frame files' bytes exactly as on
-disk, so a PNG stays a PNG: the same pixels, about the same size as the tree. Decoded arrays would spare the PNG
-decode but take 2-3x the disk and page cache of photographic PNGs (see ``scripts/bench_data.py``). One more key,
+disk (``encoding="file"``, the default), so a PNG stays a PNG: the same pixels, the size of the tree. With
+``encoding="raw"`` the values are the decoded uint8 RGB arrays instead: no decode when training (a copy instead of
+a PNG decode, ~100x less CPU per frame in ``scripts/bench_data.py``) for 1.5-3x the disk and page cache of
+photographic PNGs. One more key,
 :data:`META_KEY`, holds a JSON record: format and version, the source root, the layout, ``blur_gamma``, each
 split's videos (names and frame keys) and each frame's shape, so that training needs only the store.
 
@@ -28,6 +30,7 @@ from cdvd.errors import ConfigError
 
 FORMAT = "cdvd-frame-store"
 FORMAT_VERSION = 1
+ENCODINGS = ("file", "raw")
 META_KEY = b"__cdvd_meta__"
 """The key of the JSON meta record (no frame key can take it: frame keys end with an image extension)."""
 
@@ -60,6 +63,7 @@ class StoreMeta:
         blur_gamma: GOPRO: the blurry frames are ``blur_gamma/`` rather than ``blur/``.
         splits: the videos of each split; the split ``None`` when the root was itself one split.
         shapes: each frame's shape as read, (H, W, 3), by key.
+        encoding: ``file`` (values are the frame files' bytes) or ``raw`` (decoded uint8 RGB, C order).
         version: the store's format version.
     """
 
@@ -68,6 +72,7 @@ class StoreMeta:
     blur_gamma: bool
     splits: dict[str | None, tuple[StoreVideo, ...]]
     shapes: dict[str, tuple[int, int, int]]
+    encoding: str = "file"
     version: int = FORMAT_VERSION
 
     @property
@@ -82,6 +87,7 @@ class StoreMeta:
             "layout": self.layout,
             "blur_gamma": self.blur_gamma,
             "n_frames": self.n_frames,
+            "encoding": self.encoding,
             "splits": [
                 {"split": split, "videos": [{"name": v.name, "blur": v.blur, "gt": v.gt} for v in videos]}
                 for split, videos in self.splits.items()
@@ -110,7 +116,11 @@ class StoreMeta:
                 for s in record["splits"]
             }
             shapes = {key: (int(h), int(w), int(c)) for key, (h, w, c) in record["shapes"].items()}
-            return cls(record["source_root"], record["layout"], bool(record["blur_gamma"]), splits, shapes)
+            if record["encoding"] not in ENCODINGS:
+                raise DataError(f"frame store {store} has an unknown encoding {record['encoding']!r}")
+            return cls(
+                record["source_root"], record["layout"], bool(record["blur_gamma"]), splits, shapes, record["encoding"]
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             if isinstance(err, DataError):
                 raise
@@ -203,7 +213,7 @@ class FrameStore:
             raise DataError(f"frame {path} is not a path inside the frame store {self.path}") from None
 
     def read_bytes(self, key: str) -> bytes:
-        """The stored file bytes of frame ``key``; a missing key is a DataError naming it and the store."""
+        """The stored bytes of frame ``key`` (its file's bytes, or raw RGB); a missing key is a DataError naming it."""
         with self._environment().begin() as txn:
             data = txn.get(key.encode())
         if data is None:
@@ -212,11 +222,17 @@ class FrameStore:
 
     def read(self, key: str) -> np.ndarray:
         """Frame ``key`` as uint8 RGB (H, W, 3), the pixels :func:`cdvd.data.io.read_rgb` gives for its file."""
+        raw_shape = self.meta.shapes.get(key) if self.meta.encoding == "raw" else None
         with self._environment().begin(buffers=True) as txn:
             data = txn.get(key.encode())
             if data is None:
                 raise DataError(f"frame {key} is not in the frame store {self.path}")
-            return decode_rgb(data, f"{key} in the frame store {self.path}")  # decoded before the buffer goes
+            if raw_shape is None:
+                return decode_rgb(data, f"{key} in the frame store {self.path}")  # decoded before the buffer goes
+            frame = np.frombuffer(data, np.uint8)
+            if frame.size != np.prod(raw_shape):
+                raise DataError(f"frame {key} in the frame store {self.path} has {frame.size} bytes, not {raw_shape}")
+            return frame.reshape(raw_shape).copy()
 
     def videos(
         self, split: str | None, *, layout: str = "auto", blur_gamma: bool = False, require_gt: bool = True

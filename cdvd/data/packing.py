@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdvd.data.frame_store import META_KEY, StoreMeta, StoreVideo, import_lmdb
-from cdvd.data.io import DataError
+from cdvd.data.frame_store import ENCODINGS, META_KEY, StoreMeta, StoreVideo, import_lmdb
+from cdvd.data.io import DataError, read_rgb
 from cdvd.data.layouts import LAYOUTS, detect_layout, discover_videos, find_splits
 from cdvd.errors import ConfigError
 
@@ -51,7 +51,7 @@ def _check_output(root: Path, output: Path, overwrite: bool) -> None:
             raise DataError(f"{output} exists and is not a frame store: not replaced (choose another output)")
 
 
-def _collect(root: Path, layout: str, splits: Sequence[str | None], blur_gamma: bool) -> StoreMeta:
+def _collect(root: Path, layout: str, splits: Sequence[str | None], blur_gamma: bool, encoding: str) -> StoreMeta:
     """The meta record of the videos of ``splits`` (sizes checked per video, as training checks them)."""
     found: dict[str | None, tuple[StoreVideo, ...]] = {}
     shapes: dict[str, tuple[int, int, int]] = {}
@@ -68,7 +68,21 @@ def _collect(root: Path, layout: str, splits: Sequence[str | None], blur_gamma: 
                 shapes[key] = (*video.size, 3)
             records.append(StoreVideo(video.name, blur, gt))
         found[split] = tuple(records)
-    return StoreMeta(str(root), layout, blur_gamma, found, shapes)
+    return StoreMeta(str(root), layout, blur_gamma, found, shapes, encoding)
+
+
+def _frame_bytes(root: Path, key: str, meta: StoreMeta) -> bytes:
+    """The value of one frame: its file's bytes, or (``raw``) its decoded uint8 RGB pixels."""
+    path = root / key
+    if meta.encoding == "raw":
+        frame = read_rgb(path)
+        if frame.shape != meta.shapes[key]:  # the header said otherwise
+            raise DataError(f"frame {path} decodes to {frame.shape}, its header says {meta.shapes[key]}")
+        return frame.tobytes()
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from err
 
 
 def _put_all(env: Any, items: Iterable[tuple[bytes, bytes]]) -> None:
@@ -97,10 +111,7 @@ def _write_store(folder: Path, root: Path, meta: StoreMeta, map_size: int) -> in
     n_bytes, batch, batch_bytes = 0, [], 0
     try:
         for done, key in enumerate(meta.shapes, 1):
-            try:
-                data = (root / key).read_bytes()
-            except OSError as err:
-                raise DataError(f"cannot read {root / key}: {err.strerror or err}") from err
+            data = _frame_bytes(root, key, meta)
             batch.append((key.encode(), data))
             batch_bytes += len(data)
             if batch_bytes >= _COMMIT_BYTES:
@@ -139,6 +150,7 @@ def pack_dataset(
     blur_gamma: bool = False,
     map_size: int | None = None,
     overwrite: bool = False,
+    encoding: str = "file",
 ) -> PackReport:
     """Pack the blurry and GT frames of a dataset's splits into one LMDB frame store.
 
@@ -153,6 +165,8 @@ def pack_dataset(
         blur_gamma: GOPRO: pack ``blur_gamma/`` instead of ``blur/``.
         map_size: the LMDB map size in bytes; ``None``: from the frames' file sizes. Grown when short.
         overwrite: replace an existing store at ``output``.
+        encoding: ``file``: store each frame file's bytes as they are (a PNG stays a PNG: small, decoded when
+            read); ``raw``: store the decoded uint8 RGB pixels (no decode when read; 1.5-3x the size of PNGs).
 
     Raises:
         DataError: a bad dataset (as :func:`cdvd.data.layouts.discover_videos`), an output inside the root, an
@@ -163,6 +177,8 @@ def pack_dataset(
     import_lmdb()  # a missing package fails before any work
     if layout not in (*LAYOUTS, "auto"):
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or auto, instead got {layout!r}")
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, instead got {encoding!r}")
     if map_size is not None and (not isinstance(map_size, int) or map_size < 2**20):
         raise ConfigError(f"map_size must be at least 1 MiB (or null for automatic), instead got {map_size}")
     root = Path(root)
@@ -174,8 +190,11 @@ def pack_dataset(
     if layout == "auto":
         layout = detect_layout(root)
     chosen = list(splits) if splits is not None else find_splits(root, layout)
-    meta = _collect(root, layout, chosen, blur_gamma)
-    sizes = sum((root / key).stat().st_size for key in meta.shapes)
+    meta = _collect(root, layout, chosen, blur_gamma, encoding)
+    if encoding == "raw":
+        sizes = sum(h * w * c for h, w, c in meta.shapes.values())
+    else:
+        sizes = sum((root / key).stat().st_size for key in meta.shapes)
     # frames larger than a page take whole overflow pages; the tree, the meta record and slack on top
     size = map_size or int(sizes * 1.1) + meta.n_frames * 8192 + 64 * 2**20
     logger.info(
