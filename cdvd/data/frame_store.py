@@ -222,17 +222,18 @@ class FrameStore:
 
     def read(self, key: str) -> np.ndarray:
         """Frame ``key`` as uint8 RGB (H, W, 3), the pixels :func:`cdvd.data.io.read_rgb` gives for its file."""
-        raw_shape = self.meta.shapes.get(key) if self.meta.encoding == "raw" else None
+        raw = self.meta.encoding == "raw"
         with self._environment().begin(buffers=True) as txn:
             data = txn.get(key.encode())
             if data is None:
                 raise DataError(f"frame {key} is not in the frame store {self.path}")
-            if raw_shape is None:
+            if not raw:
                 return decode_rgb(data, f"{key} in the frame store {self.path}")  # decoded before the buffer goes
             frame = np.frombuffer(data, np.uint8)
-            if frame.size != np.prod(raw_shape):
-                raise DataError(f"frame {key} in the frame store {self.path} has {frame.size} bytes, not {raw_shape}")
-            return frame.reshape(raw_shape).copy()
+            shape = self.meta.shapes.get(key)
+            if shape is None or frame.size != np.prod(shape):
+                raise DataError(f"frame {key} in the frame store {self.path} has {frame.size} bytes, not {shape}")
+            return frame.reshape(shape).copy()  # copied before the buffer goes
 
     def videos(
         self, split: str | None, *, layout: str = "auto", blur_gamma: bool = False, require_gt: bool = True
