@@ -9,16 +9,19 @@ from cdvd.data.clips import (
     window_indices,
 )
 from cdvd.data.datasets import FrameReader, TrainClipDataset, WindowDataset
+from cdvd.data.frame_store import FrameStore
 from cdvd.data.io import (
     IMAGE_EXTENSIONS,
     DataError,
+    decode_rgb,
     image_size,
     list_frames,
     natural_key,
     read_rgb,
     write_rgb,
 )
-from cdvd.data.layouts import LAYOUTS, VideoPair, detect_layout, discover_videos
+from cdvd.data.layouts import LAYOUTS, VideoPair, detect_layout, discover_videos, find_splits
+from cdvd.data.packing import PackReport, pack_dataset
 
 
 def __getattr__(name: str) -> object:
@@ -36,17 +39,22 @@ __all__ = [
     "DataError",
     "DeblurDataModule",
     "FrameReader",
+    "FrameStore",
+    "PackReport",
     "TrainClipDataset",
     "VideoPair",
     "WindowDataset",
     "apply_augment",
+    "decode_rgb",
     "detect_layout",
     "discover_videos",
     "draw_augment",
+    "find_splits",
     "frames_to_tensor",
     "image_size",
     "list_frames",
     "natural_key",
+    "pack_dataset",
     "random_crop_box",
     "read_rgb",
     "reflect_index",

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from cdvd.checkpoints import plain
 from cdvd.data.datasets import TrainClipDataset, WindowDataset
+from cdvd.data.frame_store import FrameStore
 from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
 from cdvd.data.locking import make_once
@@ -64,6 +65,11 @@ class DeblurDataModule(pl.LightningDataModule):
         synthesize: where the dataset root is missing, make it first with :func:`cdvd.data.synthetic.synthesize`:
             a mapping ``{"train": {...settings}, "val": {...settings}}`` (``folder`` layout only).
         check_sizes: read every frame's header at setup and fail early on frames of different sizes.
+        frame_store: an LMDB frame store made by ``cdvd-pack`` (:mod:`cdvd.data.frame_store`): the videos of
+            both splits (by the split names, with the layout and ``blur_gamma`` it was packed with) and their
+            frames come from the store, which is all training needs; ``root`` is then not read (the PNG tree
+            need not be present), ``train_root``/``val_root``/``synthesize`` cannot be set, and frame sizes come
+            from its meta record. Pack again after changing the frames. ``None``: read the image files.
 
     Batches:
         training: ``{"blur": float32 (B, T, 3, P, P), "sharp": float32 (B, T, 3, P, P)}``, RGB in [0, 1];
@@ -98,6 +104,7 @@ class DeblurDataModule(pl.LightningDataModule):
         seed: int | None = None,
         synthesize: Mapping[str, Mapping[str, Any] | None] | None = None,
         check_sizes: bool = True,
+        frame_store: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if layout not in (*LAYOUTS, "auto"):
@@ -124,6 +131,10 @@ class DeblurDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, instead got {num_workers}")
         if synthesize is not None and layout != "folder":
             raise ValueError(f"synthesize needs the folder layout, instead got layout={layout!r}")
+        if frame_store is not None:
+            for name, value in (("train_root", train_root), ("val_root", val_root), ("synthesize", synthesize)):
+                if value is not None:
+                    raise ValueError(f"frame_store holds both splits of one dataset: unset {name} (or frame_store)")
         # checkpoints hold plain data only (they are read back with weights_only=True): no DictConfig, no Path
         root, train_root, val_root = (str(r) if r is not None else None for r in (root, train_root, val_root))
         synthesize = plain(synthesize)
@@ -152,13 +163,16 @@ class DeblurDataModule(pl.LightningDataModule):
         self.seed = seed
         self.synthesize = synthesize
         self.check_sizes = check_sizes
+        self.frame_store = FrameStore(frame_store) if frame_store is not None else None
         self.train_set: TrainClipDataset | None = None
         self.val_set: WindowDataset | None = None
 
     # ------------------------------------------------------------------------------------------------ folders
 
     def split_source(self, kind: str) -> tuple[Path, str | None]:
-        """(root, split) of the ``train`` or ``val`` split."""
+        """(root, split) of the ``train`` or ``val`` split; the root is the frame store's folder when reading one."""
+        if self.frame_store is not None:
+            return self.frame_store.path, self.train_split if kind == "train" else self.val_split
         own = self.train_root if kind == "train" else self.val_root
         base = own if own is not None else self.root
         if base is None:
@@ -186,6 +200,10 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def _videos(self, kind: str) -> list[VideoPair]:
         root, split = self.split_source(kind)
+        if self.frame_store is not None:
+            if self.root is not None:
+                logger.info("reading the %s split from the frame store %s, not from %s", kind, root, self.root)
+            return self.frame_store.videos(split, layout=self.layout, blur_gamma=self.blur_gamma)
         if self.synthesize and not self.split_folder(kind).exists():
             self.prepare_data()
         return discover_videos(
@@ -256,6 +274,7 @@ class DeblurDataModule(pl.LightningDataModule):
             length=self.epoch_length(n_clips),
             cache_frames=self.cache_frames,
             seed=self.seed,
+            frame_store=self.frame_store,
         )
         logger.info(
             "training: %d videos, %d frames, %d clips, %d clips per epoch (%s)",
@@ -271,7 +290,11 @@ class DeblurDataModule(pl.LightningDataModule):
         root, split = self.split_source("val")
         videos = self._cap(self._videos("val"), self.val_n_frames_per_video)
         dataset = WindowDataset(
-            videos, clip_length=self.clip_length, frames=self.val_frames, cache_frames=self.cache_frames
+            videos,
+            clip_length=self.clip_length,
+            frames=self.val_frames,
+            cache_frames=self.cache_frames,
+            frame_store=self.frame_store,
         )
         if len(dataset) == 0:
             raise DataError(

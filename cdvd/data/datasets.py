@@ -18,6 +18,7 @@ from cdvd.data.clips import (
     random_crop_box,
     window_indices,
 )
+from cdvd.data.frame_store import FrameStore
 from cdvd.data.io import DataError, read_rgb
 from cdvd.data.layouts import VideoPair
 from cdvd.protocol import CLIP_LENGTH, check_frame_set, scored_frames
@@ -30,18 +31,27 @@ class FrameReader:
 
     The cache lives in the process that reads: each DataLoader worker fills its own copy, so use it with
     ``persistent_workers`` (or ``num_workers=0``) and budget (workers + 1) x the decoded dataset size in RAM.
+
+    Args:
+        cache: keep every decoded frame.
+        store: read the frames from this frame store instead of their files; the paths are then the store's
+            (``store.path / key``, as :meth:`cdvd.data.frame_store.FrameStore.videos` gives them).
     """
 
-    def __init__(self, cache: bool = False) -> None:
+    def __init__(self, cache: bool = False, store: FrameStore | None = None) -> None:
         self.cache = cache
+        self.store = store
         self._frames: dict[Path, np.ndarray] = {}
+
+    def _read(self, path: Path) -> np.ndarray:
+        return read_rgb(path) if self.store is None else self.store.read(self.store.key(path))
 
     def __call__(self, path: Path) -> np.ndarray:
         if not self.cache:
-            return read_rgb(path)
+            return self._read(path)
         frame = self._frames.get(path)
         if frame is None:
-            frame = read_rgb(path)
+            frame = self._read(path)
             frame.setflags(write=False)
             self._frames[path] = frame
         return frame
@@ -81,6 +91,7 @@ class TrainClipDataset(Dataset):
         length: items per epoch; ``None``: one per clip.
         cache_frames: keep decoded frames in memory (see :class:`FrameReader`).
         seed: seeds the item generator when items are read in the main process (``num_workers=0``).
+        frame_store: read the frames from this store (the videos' paths must be the store's).
 
     Items:
         ``{"blur": float32 (T, 3, P, P), "sharp": float32 (T, 3, P, P)}``, RGB in [0, 1].
@@ -96,6 +107,7 @@ class TrainClipDataset(Dataset):
         length: int | None = None,
         cache_frames: bool = False,
         seed: int | None = None,
+        frame_store: FrameStore | None = None,
     ) -> None:
         if clip_length < 1:
             raise ValueError(f"clip_length must be at least 1, instead got {clip_length}")
@@ -116,7 +128,7 @@ class TrainClipDataset(Dataset):
         if not self.clips:
             raise DataError("no training clips: every video is shorter than the clip length")
         self.length = length if length is not None else len(self.clips)
-        self.reader = FrameReader(cache_frames)
+        self.reader = FrameReader(cache_frames, frame_store)
         self.seed = seed
         self._generator: torch.Generator | None = None
 
@@ -179,6 +191,7 @@ class WindowDataset(Dataset):
             windows, as the published tables); ``"all"``: every frame, the window reflected at the borders
             without repeating the edge frame (see :func:`cdvd.data.clips.window_indices`).
         cache_frames: keep decoded frames in memory (see :class:`FrameReader`).
+        frame_store: read the frames from this store (the videos' paths must be the store's).
 
     Items:
         ``{"blur": float32 (T, 3, H, W), "sharp": float32 (T, 3, H, W) (only with GT), "video": str,
@@ -192,6 +205,7 @@ class WindowDataset(Dataset):
         clip_length: int = CLIP_LENGTH,
         frames: str = "paper",
         cache_frames: bool = False,
+        frame_store: FrameStore | None = None,
     ) -> None:
         check_frame_set(frames)
         self.videos = list(videos)
@@ -210,7 +224,7 @@ class WindowDataset(Dataset):
                     video.blur[0].parent,
                 )
             self.items.extend((v, c) for c in centres)
-        self.reader = FrameReader(cache_frames)
+        self.reader = FrameReader(cache_frames, frame_store)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -52,13 +52,24 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     if data is None:
         raise DataError(f"image not found: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    return decode_rgb(data, str(path))
+
+
+def decode_rgb(data: np.ndarray | bytes | memoryview, source: str) -> np.ndarray:
+    """Decode an encoded image file's bytes (PNG, JPEG...) as uint8 RGB (H, W, 3), as :func:`read_rgb` does.
+
+    Args:
+        data: the file's bytes (a 1-D uint8 array or any buffer).
+        source: where the bytes come from, for the error message (a path, a key in a frame store).
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
-        raise DataError(f"cannot decode image (unreadable or corrupt): {path}")
+        raise DataError(f"cannot decode image (unreadable or corrupt): {source}")
     if image.dtype == np.uint16:
         image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise DataError(f"unsupported image type {image.dtype}: {path}")
+        raise DataError(f"unsupported image type {image.dtype}: {source}")
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     elif image.shape[2] == 4:

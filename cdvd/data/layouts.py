@@ -303,3 +303,35 @@ def detect_layout(root: str | os.PathLike) -> str:
         )
     logger.debug("detected the %s layout in %s", found, root)
     return found
+
+
+def find_splits(root: str | os.PathLike, layout: str = "auto") -> list[str | None]:
+    """The splits of a dataset root, as :func:`discover_videos` takes them.
+
+    Args:
+        root: the dataset's root folder.
+        layout: one of :data:`LAYOUTS`, or ``auto`` to guess it with :func:`detect_layout`.
+
+    Returns:
+        The split names in natural order (``train``, ``test``...; for ``reds`` the ``<split>`` of every
+        ``<split>_blur`` folder), or ``[None]`` when ``root`` is itself one split.
+
+    Raises:
+        DataError: the root is missing or holds no split of the layout.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset root not found: {root}")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout == "reds":
+        names = {p.name[: -len("_blur")] for p in _subdirs(root) if p.name.endswith("_blur")}
+        names |= {p.name for p in _subdirs(root) if (p / f"{p.name}_blur").is_dir()}
+        splits: list[str | None] = sorted(names, key=natural_key)
+    elif _match_layout(root) == layout:
+        splits = [None]
+    else:
+        splits = [p.name for p in _subdirs(root) if _match_layout(p) == layout]
+    if not splits:
+        raise DataError(f"no split of the {layout} layout found in {root}")
+    return splits
