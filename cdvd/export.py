@@ -120,7 +120,7 @@ def export_onnx(
     Returns:
         ``path``.
     """
-    module = part_module(_cpu_copy(model), part)
+    module = part_module(cpu_float_model(model), part)
     names_in, names_out, _ = part_io(part)
     inputs = example_inputs(part, example_size)
     rank = inputs[0].dim()  # every input and output of a part has this rank, H and W last
@@ -177,7 +177,7 @@ def export_openvino(
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"the OpenVINO IR path must end in .xml, instead got {path}")
-    converted = convert_openvino(_cpu_copy(model), part=part)
+    converted = convert_openvino(cpu_float_model(model), part=part)
     with atomic_destination(path) as tmp_xml:
         tmp_bin = tmp_xml.with_suffix(".bin")
         try:
@@ -243,7 +243,7 @@ def verify_export(
         raise FileNotFoundError(f"no exported model at {path}")
     inputs = example_inputs(part, size, seed=seed)
     with torch.no_grad():
-        expected = part_module(_cpu_copy(model), part)(*inputs).numpy()
+        expected = part_module(cpu_float_model(model), part)(*inputs).numpy()
     if path.suffix == ".onnx":
         runtime = "onnxruntime"
         got = _run_onnx(path, part, inputs)
@@ -279,7 +279,7 @@ def import_openvino():  # noqa: ANN201 - the openvino module
     return openvino
 
 
-def _cpu_copy(model: CDVDTSP) -> CDVDTSP:
+def cpu_float_model(model: CDVDTSP) -> CDVDTSP:
     """``model`` itself when already on the CPU in float32; otherwise a CPU float32 copy (the caller's stays)."""
     param = next(model.parameters())
     if param.device.type == "cpu" and param.dtype == torch.float32:

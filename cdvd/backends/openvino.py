@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvd.export import convert_openvino, import_openvino
+from cdvd.export import convert_openvino, cpu_float_model, import_openvino
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class OpenVINOStage:
         self._config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
         if num_threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = int(num_threads)
-        cpu_model = _cpu_float_copy(model)
-        self._model = convert_openvino(cpu_model, part="stage")
+        self._model = convert_openvino(cpu_float_model(model), part="stage")
         self._compiled: dict[tuple[int, int], object] = {}
 
     def compiled_for(self, height: int, width: int) -> object:
@@ -127,13 +126,3 @@ def _type_name(element_type: object) -> str:
     """``f32``, ``bf16``, ... of an ``openvino.Type`` (or of its string form)."""
     name = getattr(element_type, "get_type_name", None)
     return name() if callable(name) else str(element_type).lower()
-
-
-def _cpu_float_copy(model: CDVDTSP) -> CDVDTSP:
-    """``model`` itself on the CPU in float32 (eval mode), or such a copy when it lives elsewhere."""
-    param = next(model.parameters())
-    if param.device.type == "cpu" and param.dtype == torch.float32:
-        return model.eval()
-    import copy
-
-    return copy.deepcopy(model).to("cpu", torch.float32).eval()
