@@ -86,9 +86,6 @@ class CDVDTSP(nn.Module):
             nn.init.zeros_(self.recons.head.conv.weight)
             nn.init.zeros_(self.recons.head.conv.bias)
 
-    def set_corr_backend(self, backend: CorrelationBackend) -> None:
-        self.flow.pwc.set_corr_backend(backend)
-
     def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
         """One cascade stage over a run of frames.
 

@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-logger = logging.getLogger(__name__)
+from cdvd.models.correlation_window import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
 
-MAX_DISPLACEMENT = 4
-NUM_DISPLACEMENTS = (2 * MAX_DISPLACEMENT + 1) ** 2  # 81 output channels
+logger = logging.getLogger(__name__)
 
 CorrelationBackend = Literal["auto", "torch", "cupy"]
 
@@ -52,6 +51,25 @@ def _correlation_forward(first: torch.Tensor, second: torch.Tensor) -> torch.Ten
         torch.mul(first, shifted, out=product)
         torch.sum(product, dim=1, out=out[:, k])
     return out.div_(channels)
+
+
+def _correlation_functional(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The cost volume as one stack of 81 channel sums, with no ``out=`` writes: what tracers and exporters record.
+
+    ``torch.jit.trace`` (and so OpenVINO's converter) records the buffer-reusing loop of
+    :func:`_correlation_forward` differently on each run ("Graphs differed across invocations") and
+    ``torch.export`` cannot express its writes into slices; this form is traceable and gives the same values.
+    """
+    height, width = first.shape[-2:]
+    d = MAX_DISPLACEMENT
+    padded = F.pad(second, (d, d, d, d))
+    sums = [(first * shifted).sum(dim=1) for shifted in _windows(padded, height, width)]
+    return torch.stack(sums, dim=1) / first.shape[1]
+
+
+def _tracing() -> bool:
+    """True inside ``torch.jit.trace``, ``torch.export`` / ``torch.compile`` (dynamo) or an ONNX export."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 class _CorrelationFunction(torch.autograd.Function):
@@ -105,6 +123,8 @@ def correlation_torch(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor
             f"correlation expects two (B, C, H, W) tensors of one shape, instead got "
             f"{tuple(first.shape)} and {tuple(second.shape)}"
         )
+    if _tracing():
+        return _correlation_functional(first, second)
     if torch.is_grad_enabled() and (first.requires_grad or second.requires_grad):
         return _CorrelationFunction.apply(first, second)
     return _correlation_forward(first, second)
@@ -127,7 +147,7 @@ def cupy_kernel_agrees(device_index: int) -> bool:
 
     ``auto`` uses the kernel only where this holds (a broken cupy or driver then costs speed, not correctness).
     """
-    from cdvd.models.correlation_cupy import correlation_cupy
+    from cdvd.models.correlation_cupy import correlation_cupy  # lazily: cupy is optional
 
     device = torch.device("cuda", device_index)
     generator = torch.Generator(device=device).manual_seed(0)

@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from cdvd.models.correlation import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
+from cdvd.models.correlation_window import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
 
 _SOURCE = r"""
 #define D MAX_DISP

@@ -7,7 +7,6 @@ flow net end to end on RGB and never flipped to BGR.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -139,10 +138,6 @@ class PWCNet(nn.Module):
         )
         self.refiner = ContextRefiner()
 
-    def set_corr_backend(self, backend: CorrelationBackend) -> None:
-        for decoder in self.decoders.values():
-            decoder.corr_backend = backend
-
     def decode(self, first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> torch.Tensor:
         """Flow from two precomputed feature pyramids (lists of the six levels)."""
         estimate = None
@@ -157,7 +152,9 @@ class PWCNet(nn.Module):
 
 def padded_size(height: int, width: int) -> tuple[int, int]:
     """The size PWC-Net runs at: each side rounded up to a multiple of 64."""
-    return int(math.ceil(height / 64.0) * 64), int(math.ceil(width / 64.0) * 64)
+    # integer arithmetic on positive numbers (not math.ceil on a float): traced sizes stay in the graph, and
+    # ONNX's truncating division agrees with floor division
+    return (height + 63) // 64 * 64, (width + 63) // 64 * 64
 
 
 class FlowEstimator(nn.Module):
@@ -186,8 +183,8 @@ class FlowEstimator(nn.Module):
         padded_h, padded_w = padded_size(height, width)
         raw = self.pwc.decode(reference, neighbour)
         flow = FLOW_SCALE * F.interpolate(raw, size=(height, width), mode="bilinear", align_corners=False)
-        scale = flow.new_tensor([width / padded_w, height / padded_h]).view(1, 2, 1, 1)
-        return flow * scale
+        # x by W / W', y by H / H': one channel at a time so that the sizes may stay symbolic in an export
+        return torch.cat((flow[:, :1] * (width / padded_w), flow[:, 1:] * (height / padded_h)), dim=1)
 
     def forward(self, reference: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
         if reference.shape != neighbour.shape:

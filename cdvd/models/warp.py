@@ -17,8 +17,12 @@ def _pixel_grid(flow: torch.Tensor) -> torch.Tensor:
         torch.arange(width, device=flow.device, dtype=flow.dtype),
         indexing="ij",
     )
-    x = 2.0 * (xs + flow[:, 0]) / max(width - 1, 1) - 1.0
-    y = 2.0 * (ys + flow[:, 1]) / max(height - 1, 1) - 1.0
+    if torch.jit.is_tracing():  # sizes are traced tensors: keep them in the graph (frames are >= 4 pixels wide)
+        x_scale, y_scale = width - 1, height - 1
+    else:
+        x_scale, y_scale = max(width - 1, 1), max(height - 1, 1)
+    x = 2.0 * (xs + flow[:, 0]) / x_scale - 1.0
+    y = 2.0 * (ys + flow[:, 1]) / y_scale - 1.0
     return torch.stack((x, y), dim=-1)
 
 

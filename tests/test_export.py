@@ -1,0 +1,135 @@
+"""Tracing, ONNX / OpenVINO export and the OpenVINO and torch stage backends, on a tiny network."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdvd.backends.torch import prepare_torch_model
+from cdvd.export import StageGraph, agreement, example_inputs, export_onnx, export_openvino, verify_export
+from cdvd.models import CDVDTSP
+
+needs_onnxruntime = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime: pip install 'cdvd[export]'"
+)
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="needs openvino: pip install 'cdvd[openvino]'"
+)
+SIZE = (32, 48)
+OTHER_SIZE = (40, 56)  # a second size: the export must not have frozen the traced one
+
+
+@pytest.fixture(scope="module")
+def model() -> CDVDTSP:
+    torch.manual_seed(0)
+    return CDVDTSP(n_feat=4, n_resblock=1, corr_backend="torch").eval()
+
+
+def reference(model: CDVDTSP, frames: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.restore_centres(frames)
+
+
+@pytest.mark.slow  # tracing the unrolled cost volumes takes 20-40 s on two shared cores
+def test_trace_passes_its_checks_and_keeps_the_frame_size_dynamic(model: CDVDTSP) -> None:
+    """jit.trace re-runs the graph and compares: this failed with 'Graphs differed across invocations'.
+
+    Traced with autograd on (as OpenVINO's converter may do), then run at another frame size.
+    """
+    (frames,) = example_inputs("stage", SIZE)
+    traced = torch.jit.trace(StageGraph(model), (frames,), check_trace=True)
+    (other,) = example_inputs("stage", OTHER_SIZE, seed=1)
+    with torch.no_grad():
+        got = traced(other)
+    assert got.shape == (1, 1, 3, *OTHER_SIZE)
+    assert agreement(reference(model, other), got)[0] < 1e-4
+
+
+@pytest.mark.slow
+@needs_onnxruntime
+def test_onnx_stage_matches_torch_at_another_size(model: CDVDTSP, tmp_path: Path) -> None:
+    path = export_onnx(model, tmp_path / "stage.onnx", example_size=SIZE)
+    assert path.is_file() and not list(tmp_path.glob(".*"))  # no temporary left behind
+    check = verify_export(model, path, size=OTHER_SIZE)
+    assert check.runtime == "onnxruntime" and check.size == OTHER_SIZE
+    assert check.max_abs_diff < 1e-4
+    assert check.psnr > 80
+
+
+@needs_onnxruntime
+def test_onnx_reconstruction_part(model: CDVDTSP, tmp_path: Path) -> None:
+    path = export_onnx(model, tmp_path / "recons.onnx", part="reconstruction", example_size=SIZE)
+    assert verify_export(model, path, part="reconstruction", size=OTHER_SIZE).max_abs_diff < 1e-4
+
+
+@needs_openvino
+def test_openvino_ir_matches_torch(model: CDVDTSP, tmp_path: Path) -> None:
+    path = export_openvino(model, tmp_path / "recons.xml", part="reconstruction")
+    assert path.with_suffix(".bin").is_file() and not list(tmp_path.glob(".*"))
+    check = verify_export(model, path, part="reconstruction", size=OTHER_SIZE)
+    assert check.runtime == "openvino"
+    assert check.max_abs_diff < 1e-4
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_openvino_stage_fp32_on_two_sizes(model: CDVDTSP) -> None:
+    from cdvd.backends.openvino import OpenVINOStage
+
+    stage = OpenVINOStage(model, precision="fp32")
+    for size in (SIZE, OTHER_SIZE):
+        # T = 4, B = 2: two centres per clip, both batch rows, like restore_centres
+        frames = torch.rand(4, 2, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+        got = stage.restore_centres(frames)
+        assert got.dtype == torch.float32 and got.shape == (2, 2, 3, *size)
+        assert agreement(reference(model, frames), got)[0] < 1e-4
+    compiled = stage.compiled_for(*SIZE)
+    stage.restore_centres(torch.rand(3, 1, 3, *SIZE))
+    assert stage.compiled_for(*SIZE) is compiled  # compiled once per frame size
+    assert set(stage._compiled) == {SIZE, OTHER_SIZE}
+    assert stage.inference_precision(*SIZE) == "f32"
+
+
+@needs_openvino
+def test_openvino_stage_rejects_other_precisions(model: CDVDTSP) -> None:
+    from cdvd.backends.openvino import OpenVINOStage
+
+    with pytest.raises(ValueError, match="precision"):
+        OpenVINOStage(model, precision="fp16")
+
+
+def test_missing_openvino_says_how_to_install(model: CDVDTSP, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    from cdvd.backends.openvino import OpenVINOStage
+
+    with pytest.raises(ImportError, match=r"pip install 'cdvd\[openvino\]'"):
+        OpenVINOStage(model)
+
+
+def test_channels_last_stage_gives_the_same_output() -> None:
+    torch.manual_seed(0)
+    net = CDVDTSP(n_feat=4, n_resblock=1, corr_backend="torch").eval()
+    frames = torch.rand(3, 1, 3, *SIZE)
+    expected = reference(net, frames)
+    stage = prepare_torch_model(net, channels_last=True, compile=False)
+    assert net.recons.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = stage(frames)
+    assert agreement(expected, got)[0] < 1e-5
+
+
+def test_cupy_kernel_module_does_not_import_the_dispatcher() -> None:
+    """correlation.py imports correlation_cupy lazily; the reverse import made a cycle."""
+    import ast
+
+    import cdvd.models.correlation_cupy as cupy_module
+
+    tree = ast.parse(Path(cupy_module.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "cdvd.models.correlation" not in imported
+    assert "cdvd.models.correlation_window" in imported
