@@ -6,7 +6,9 @@ import contextlib
 
 import torch
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+from cdvd.hardware import PRECISIONS, resolve_precision
+
+__all__ = ["PRECISIONS", "autocast_context", "check_precision", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -24,12 +26,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def check_precision(precision: str, device: torch.device) -> str:
-    """``precision`` if ``device`` can run it; a ValueError naming the setting otherwise (fp16 needs CUDA)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision=fp16 needs a CUDA device (got {device.type}); use bf16 or fp32")
-    return precision
+    """The precision ``device`` runs for the setting ``precision`` (``auto``: bf16 where the hardware has native
+    bf16, else fp32; :func:`cdvd.hardware.resolve_precision`); a ValueError naming the setting when it cannot."""
+    return resolve_precision(precision, device)
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -38,7 +37,8 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     Raises:
         ValueError: an unknown precision, or fp16 on a device other than CUDA.
     """
-    if check_precision(precision, device) == "fp32":
+    precision = check_precision(precision, device)
+    if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -104,7 +104,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """
     device = torch.device(device)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision=fp16 needs a CUDA device (got {device.type}); use bf16, fp32 or auto")
     if precision != "auto":

@@ -25,6 +25,7 @@ The engine holds only the model and its settings; everything about one video (it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import deque
@@ -138,10 +139,15 @@ class VideoDeblurrer:
     Args:
         model: the network (moved to ``device`` and put in eval mode).
         device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
-        precision: ``fp32``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA only), through ``torch.autocast``.
+        precision: ``fp32``, ``bf16`` (CPU or CUDA), ``fp16`` (CUDA only) or ``auto`` (bf16 where the device has
+            native bf16, else fp32); through ``torch.autocast`` for the torch backend.
         streaming: share stage-1 results and flows between consecutive windows (see the module docstring);
             ``False`` runs every 5-frame window on its own through ``model(clip)``.
         tile: overlapping spatial tiles, or ``None`` for whole frames.
+        backend: ``torch``, or ``openvino`` (CPU; the optional extra ``cdvd[openvino]``): one cascade stage
+            converted once and compiled once per frame size (:class:`cdvd.backends.openvino.OpenVINOStage`).
+        channels_last: torch backend: NHWC convolution weights (:func:`cdvd.backends.torch.prepare_torch_model`).
+        compile: torch backend: ``torch.compile`` the reconstruction net and the flow pyramid.
     """
 
     def __init__(
@@ -152,12 +158,42 @@ class VideoDeblurrer:
         precision: str = "fp32",
         streaming: bool = True,
         tile: TileSpec | None = None,
+        backend: str = "torch",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.streaming = streaming
         self.tile = tile
+        self.backend = backend
+        self.channels_last = channels_last
+        self.compile = compile
         self.model = model.to(self.device).eval()
+        self._restore = self._stage_function()
+
+    def _stage_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``restore_centres`` of the chosen backend: (T, B, 3, H, W) -> (T - 2, B, 3, H, W)."""
+        if self.backend == "torch":
+            from cdvd.backends.torch import prepare_torch_model
+
+            return prepare_torch_model(self.model, channels_last=self.channels_last, compile=self.compile)
+        if self.backend != "openvino":
+            raise ValueError(f"backend={self.backend}: expected torch or openvino")
+        if self.device.type != "cpu":
+            raise ValueError(f"backend=openvino runs on the CPU (got device={self.device.type}): pass device=cpu")
+        if self.channels_last or self.compile:
+            raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
+        from cdvd.backends.openvino import OpenVINOStage
+
+        try:
+            return OpenVINOStage(self.model, precision=self.precision).restore_centres
+        except ImportError as err:
+            raise ValueError(str(err)) from err
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        # OpenVINO takes its precision when it compiles; torch's autocast would only touch the glue
+        return autocast_context(self.device, self.precision) if self.backend == "torch" else contextlib.nullcontext()
 
     def fingerprint(self) -> dict[str, object]:
         """What decides this engine's output pixels: the weights (their SHA-256) and the settings that change them."""
@@ -167,6 +203,9 @@ class VideoDeblurrer:
             "streaming": self.streaming,
             "tile": None if self.tile is None else [self.tile.size, self.tile.overlap],
             "device": self.device.type,
+            "backend": self.backend,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
         }
 
     # -- the network
@@ -174,19 +213,22 @@ class VideoDeblurrer:
     def _stage(self, triple: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
         """One cascade stage on three frames, region by region: [(3, h, w)] * 3 -> [(3, h, w)] per region."""
         results = []
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
+        with torch.inference_mode(), self._autocast():
             for k in range(len(triple[0])):
                 stacked = torch.stack([frames[k] for frames in triple])[:, None]  # (3, 1, 3, h, w)
-                results.append(self.model.restore_centres(stacked)[0, 0].float())
+                results.append(self._restore(stacked)[0, 0].float())
         return results
 
     def _window(self, window: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
         """The whole cascade on one 5-frame window through ``model(clip)``, region by region."""
         results = []
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
+        with torch.inference_mode(), self._autocast():
             for k in range(len(window[0])):
                 clip = torch.stack([frames[k] for frames in window])[None]  # (1, 5, 3, h, w)
-                results.append(self.model(clip).out[0].float())
+                if self.backend == "torch":
+                    results.append(self.model(clip).out[0].float())
+                else:  # the cascade as two stages: the 5 frames give 3 stage-1 results, and those the output
+                    results.append(self._restore(self._restore(clip.transpose(0, 1)))[0, 0].float())
         return results
 
     # -- public

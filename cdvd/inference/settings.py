@@ -27,6 +27,7 @@ from cdvd.protocol import check_frame_set
 from cdvd.video.formats import X264_PRESETS
 
 CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
+BACKENDS = ("torch", "openvino")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class DeblurSettings:
     checkpoint: str | None
     device: str
     precision: str
+    backend: str
+    channels_last: bool
+    compile: bool
     streaming: bool
     tile: TileSettings
     corr_backend: str
@@ -66,6 +70,10 @@ class DeblurSettings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend}: expected one of {', '.join(BACKENDS)}")
+        if self.backend == "openvino" and (self.channels_last or self.compile):
+            raise ConfigError("channels_last and compile are torch backend settings: unset them with backend=openvino")
         if self.corr_backend not in CORR_BACKENDS:
             raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORR_BACKENDS)}")
         if self.fps is not None and self.fps <= 0:
@@ -184,7 +192,14 @@ def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
     model = load_model(checkpoint, "cpu", corr_backend=settings.corr_backend)
     try:
         return VideoDeblurrer(
-            model, device=settings.device, precision=settings.precision, streaming=settings.streaming, tile=tile
+            model,
+            device=settings.device,
+            precision=settings.precision,
+            streaming=settings.streaming,
+            tile=tile,
+            backend=settings.backend,
+            channels_last=settings.channels_last,
+            compile=settings.compile,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -1,0 +1,95 @@
+"""``cdvd-export``: the network to ONNX and OpenVINO IR for deployment, each file checked against torch
+(:mod:`cdvd.export`).
+
+    cdvd-export checkpoint=pretrained/CDVD_TSP_GOPRO.pt output=exported/
+    cdvd-export checkpoint=model.ckpt formats=[onnx] parts=[stage,flow,reconstruction]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from cdvd.atomic import atomic_destination
+from cdvd.checkpoints import load_model
+from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.errors import ConfigError
+from cdvd.export import PARTS, export_onnx, export_openvino, verify_export
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+
+
+def _plan(cfg: DictConfig) -> tuple[Path, list[tuple[str, str, Path]]]:
+    """The exports asked for: ``(format, part, path)``, all checked before the model is loaded."""
+    if not cfg.checkpoint:
+        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
+    if not Path(cfg.checkpoint).is_file():
+        raise ConfigError(f"checkpoint not found: {cfg.checkpoint} (pass checkpoint=PATH of an existing file)")
+    formats, parts = list(cfg.formats), list(cfg.parts)
+    for name in formats:
+        if name not in FORMATS:
+            raise ConfigError(f"formats: {name} is not one of {', '.join(FORMATS)}")
+    for part in parts:
+        if part not in PARTS:
+            raise ConfigError(f"parts: {part} is not one of {', '.join(PARTS)}")
+    output = Path(cfg.output)
+    jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
+    existing = [str(path) for _, _, path in jobs if path.exists()]
+    if existing and not cfg.overwrite:
+        raise ConfigError(f"{', '.join(existing)} exist: pass overwrite=true to replace them, or another output=")
+    return output, jobs
+
+
+def run_export(cfg: DictConfig) -> dict[str, Any]:
+    """Export every (format, part) asked for and check each file against torch at ``check_size``.
+
+    Raises:
+        ConfigError: a bad setting, a missing extra, or an exported file whose output differs from torch's by more
+            than ``tolerance``.
+    """
+    output, jobs = _plan(cfg)
+    model = load_model(cfg.checkpoint, "cpu", corr_backend="torch").eval()
+    size = tuple(int(s) for s in cfg.check_size)
+    checks = []
+    for name, part, path in jobs:
+        try:
+            if name == "onnx":
+                export_onnx(model, path, part=part)
+            else:
+                export_openvino(model, path, part=part)
+            check = verify_export(model, path, part=part, size=size)
+        except ImportError as err:
+            raise ConfigError(f"formats={name} needs the optional extra: pip install 'cdvd[export]' ({err})") from err
+        logger.info("%s: max abs difference to torch %.2e, PSNR %.1f dB", path, check.max_abs_diff, check.psnr)
+        if not check.max_abs_diff <= float(cfg.tolerance):
+            raise ConfigError(
+                f"{path} differs from torch by {check.max_abs_diff:.2e} (tolerance={cfg.tolerance}): not trusted"
+            )
+        checks.append(check.as_dict())
+    report = {"checkpoint": str(cfg.checkpoint), "settings": OmegaConf.to_container(cfg), "checks": checks}
+    with atomic_destination(output / "export_check.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
+def _main(cfg: DictConfig) -> None:
+    report = run_cli(run_export, cfg, "cdvd-export")
+    logger.info("%d exported file(s) checked against torch: %s", len(report["checks"]), cfg.output)
+
+
+def main() -> None:
+    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
+    prepare_argv()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""backend=openvino, precision=auto, channels_last through cdvd-deblur, and cdvd-export through its command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.cli import compose_config, console_script, run_command
+
+from cdvd.checkpoints import save_original
+from cdvd.data.io import read_rgb, write_rgb
+from cdvd.hardware import native_bf16
+from cdvd.inference.settings import build_deblurrer, deblur_settings
+from cdvd.models import CDVDTSP
+
+openvino = pytest.importorskip("openvino", reason="backend=openvino needs the optional extra cdvd[openvino]")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_original(CDVDTSP(n_feat=4, n_resblock=1), path)
+    return path
+
+
+def frames(folder: Path, n: int = 5, h: int = 36, w: int = 44) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(h, w, 3)).astype(np.float64)
+    for i in range(n):  # a smooth shift, so the flow has something to find
+        write_rgb(folder / f"{i:05d}.png", np.clip(np.roll(base, i, axis=1) * 0.9 + 10, 0, 255).astype(np.uint8))
+
+
+def test_precision_auto_follows_the_hardware(checkpoint: Path) -> None:
+    cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu"])
+    assert cfg.precision == "auto"
+    engine = build_deblurrer(deblur_settings(cfg))
+    assert engine.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert compose_config("eval", []).precision == "fp32"  # the published numbers stay exact
+
+
+@pytest.mark.slow
+def test_openvino_backend_gives_the_torch_frames_within_one_level(tmp_path: Path, checkpoint: Path) -> None:
+    frames(tmp_path / "in")
+    common = ["device=cpu", "progress=false", "input=in", f"checkpoint={checkpoint}", "precision=fp32"]
+    torch_run = run_command([console_script("cdvd-deblur"), *common, "output=torch"], tmp_path)
+    assert torch_run.returncode == 0, torch_run.stderr
+    ov_run = run_command([console_script("cdvd-deblur"), *common, "output=ov", "backend=openvino"], tmp_path)
+    assert ov_run.returncode == 0, ov_run.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "torch" / "in").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "ov" / "in").glob("*.png")) and len(names) == 5
+    for name in names:
+        a = read_rgb(tmp_path / "torch" / "in" / name).astype(int)
+        b = read_rgb(tmp_path / "ov" / "in" / name).astype(int)
+        assert np.abs(a - b).max() <= 1, name
+    # the backend is part of what made the frames: resuming torch's outputs with openvino is refused
+    mixed = run_command([console_script("cdvd-deblur"), *common, "output=torch", "backend=openvino"], tmp_path)
+    assert mixed.returncode == 2 and "backend" in mixed.stderr and "overwrite=true" in mixed.stderr
+
+
+def test_channels_last_keeps_the_frames(checkpoint: Path) -> None:
+    clip = torch.rand(4, 3, 32, 40, generator=torch.Generator().manual_seed(1))
+    outputs = []
+    for channels_last in (False, True):
+        cfg = compose_config(
+            "deblur", [f"checkpoint={checkpoint}", "device=cpu", "precision=fp32", f"channels_last={channels_last}"]
+        )
+        outputs.append(build_deblurrer(deblur_settings(cfg)).deblur_tensor(clip))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_backend_settings_are_checked(tmp_path: Path, checkpoint: Path) -> None:
+    frames(tmp_path / "in", n=2)
+    exe = console_script("cdvd-deblur")
+    base = ["device=cpu", "input=in", "output=out", f"checkpoint={checkpoint}"]
+    for extra, needle in (
+        (["backend=tensorrt"], "backend=tensorrt"),
+        (["backend=openvino", "compile=true"], "compile"),
+        (["precision=fp16"], "precision=fp16"),
+    ):
+        result = run_command([exe, *base, *extra], tmp_path)
+        assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cdvd_export_writes_checked_files(tmp_path: Path, checkpoint: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the ONNX check needs the optional extra cdvd[export]")
+    exe = console_script("cdvd-export")
+    args = [exe, f"checkpoint={checkpoint}", "output=exported", "check_size=[40,52]"]
+    result = run_command(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "exported" / "export_check.json").read_text())
+    assert {c["runtime"] for c in report["checks"]} == {"onnxruntime", "openvino"}
+    for check in report["checks"]:
+        assert check["max_abs_diff"] < 1e-4 and check["size"] in ([40, 52], (40, 52))
+    assert (tmp_path / "exported" / "stage.onnx").is_file() and (tmp_path / "exported" / "stage.xml").is_file()
+    again = run_command(args, tmp_path)
+    assert again.returncode == 2 and "overwrite=true" in again.stderr
