@@ -22,7 +22,16 @@ SHORT_TRAINING = (
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
 )
-ENTRY_POINTS = ("cdvd-train", "cdvd-find-lr", "cdvd-deblur", "cdvd-eval", "cdvd-synth", "cdvd-demo")
+ENTRY_POINTS = (
+    "cdvd-train",
+    "cdvd-find-lr",
+    "cdvd-deblur",
+    "cdvd-eval",
+    "cdvd-synth",
+    "cdvd-pack",
+    "cdvd-export",
+    "cdvd-demo",
+)
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
