@@ -1,0 +1,59 @@
+"""Deblurring split across processes: the shards of a Hydra multirun together make exactly one process's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.cli import console_script, run_command
+
+from cdvd.checkpoints import save_original
+from cdvd.data.io import write_rgb
+from cdvd.data.sources import VideoSource, shard_sources
+from cdvd.models import CDVDTSP
+
+
+def test_shards_are_disjoint_complete_and_deterministic() -> None:
+    sources = [VideoSource(f"v{i}", Path(f"v{i}"), []) for i in (3, 10, 1, 2, 20)]
+    shards = [shard_sources(sources, 3, i) for i in range(3)]
+    names = [[s.name for s in shard] for shard in shards]
+    assert names == [["v1", "v10"], ["v2", "v20"], ["v3"]]  # natural order, every third
+    assert sorted(n for shard in names for n in shard) == sorted(s.name for s in sources)
+    assert [s.name for s in shard_sources(list(reversed(sources)), 3, 0)] == names[0]
+    with pytest.raises(ValueError, match="shard=3"):
+        shard_sources(sources, 3, 3)
+
+
+@pytest.mark.slow
+def test_a_multirun_over_shards_equals_one_process(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_original(CDVDTSP(n_feat=4, n_resblock=1), tmp_path / "tiny.pt")
+    rng = np.random.default_rng(0)
+    for video in ("a", "b", "c"):
+        for i in range(5):
+            gt = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            write_rgb(tmp_path / "data" / "val" / "blur" / video / f"{i:05d}.png", gt // 2 + 60)
+            write_rgb(tmp_path / "data" / "val" / "gt" / video / f"{i:05d}.png", gt)
+    common = ["device=cpu", "progress=false", "input=data", "split=val", "checkpoint=tiny.pt"]
+    single = run_command([console_script("cdvd-deblur"), *common, "output=single"], tmp_path)
+    assert single.returncode == 0, single.stderr
+    sharded = run_command(
+        [console_script("cdvd-deblur"), "-m", *common, "output=sharded", "num_shards=2", "shard=0,1"], tmp_path
+    )
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(tmp_path / "single") == files(tmp_path / "sharded")
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == ["a", "b", "c"]
+    for name in ("single", "sharded"):
+        scored = run_command(
+            [console_script("cdvd-eval"), f"results={name}", "gt=data", "split=val", f"output={name}.json"], tmp_path
+        )
+        assert scored.returncode == 0, scored.stderr
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("single", "sharded")]
+    assert reports[0]["total"] == reports[1]["total"] and reports[0]["total"]["frames"] == 3
