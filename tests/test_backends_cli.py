@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 import torch
 from helpers.cli import compose_config, console_script, run_command
+from helpers.data import tiny_checkpoint
 
-from cdvd.checkpoints import save_original
 from cdvd.data.io import read_rgb, write_rgb
 from cdvd.hardware import native_bf16
 from cdvd.inference.settings import build_deblurrer, deblur_settings
-from cdvd.models import CDVDTSP
 
 openvino = pytest.importorskip("openvino", reason="backend=openvino needs the optional extra cdvd[openvino]")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_original(CDVDTSP(n_feat=4, n_resblock=1), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def frames(folder: Path, n: int = 5, h: int = 36, w: int = 44) -> None:

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers.cli import compose_config, console_script
+from helpers.data import tiny_checkpoint
 from skimage.metrics import structural_similarity
 
-from cdvd.checkpoints import save_original
 from cdvd.cli.deblur import run_deblur
 from cdvd.cli.evaluate import run_eval
 from cdvd.data.io import read_rgb, write_rgb
 from cdvd.errors import ConfigError
 from cdvd.inference import TileSpec
 from cdvd.inference.settings import build_deblurrer, deblur_settings
-from cdvd.models import CDVDTSP
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -31,10 +29,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_original(CDVDTSP(n_feat=4, n_resblock=1), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def write_frames(folder: Path, n: int, h: int = 32, w: int = 32, seed: int = 0, ext: str = ".png") -> None:

@@ -14,22 +14,16 @@ import numpy as np
 import pytest
 import torch
 from helpers.cli import console_script, run_command
+from helpers.data import tiny_checkpoint
 
-from cdvd.checkpoints import save_original
 from cdvd.data.io import read_rgb, write_rgb
-from cdvd.models import CDVDTSP
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two small checkpoints with different weights (A and B)."""
     folder = tmp_path_factory.mktemp("ckpt")
-    paths = []
-    for seed, name in ((0, "a.pt"), (1, "b.pt")):
-        torch.manual_seed(seed)
-        save_original(CDVDTSP(n_feat=4, n_resblock=1), folder / name)
-        paths.append(folder / name)
-    return paths[0], paths[1]
+    return tiny_checkpoint(folder / "a.pt", seed=0), tiny_checkpoint(folder / "b.pt", seed=1)
 
 
 def make_dataset(root: Path, n: int = 6, size: int = 32, ext: str = ".png") -> None:

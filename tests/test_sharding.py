@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers.cli import console_script, run_command
+from helpers.data import tiny_checkpoint
 
-from cdvd.checkpoints import save_original
 from cdvd.data.io import write_rgb
 from cdvd.data.sources import VideoSource, shard_sources
-from cdvd.models import CDVDTSP
 
 
 def test_shards_are_disjoint_complete_and_deterministic() -> None:
@@ -29,8 +27,7 @@ def test_shards_are_disjoint_complete_and_deterministic() -> None:
 
 @pytest.mark.slow
 def test_a_multirun_over_shards_equals_one_process(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    save_original(CDVDTSP(n_feat=4, n_resblock=1), tmp_path / "tiny.pt")
+    tiny_checkpoint(tmp_path / "tiny.pt")
     rng = np.random.default_rng(0)
     for video in ("a", "b", "c"):
         for i in range(5):

@@ -86,3 +86,15 @@ def decode(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and blue codes of a float clip (T, 3, H, W) in [0, 1], as ints (T, H, W)."""
     values = np.rint(np.asarray(clip) * 255).astype(int)
     return values[:, 0], values[:, 1], values[:, 2]
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A small CDVD-TSP (n_feat 4, one res-block) with seeded random weights, saved in the original .pt format."""
+    import torch
+
+    from cdvd.checkpoints import save_original
+    from cdvd.models import CDVDTSP
+
+    torch.manual_seed(seed)
+    save_original(CDVDTSP(n_feat=4, n_resblock=1), path)
+    return path
