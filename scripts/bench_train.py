@@ -124,9 +124,16 @@ def bench_hem(
 
 
 def bench_train_step(
-    loss_name: str, *, batch: int = 2, patch: int = 256, repeats: int = 2, device: str = "cpu"
+    loss_name: str,
+    *,
+    batch: int = 2,
+    patch: int = 256,
+    repeats: int = 2,
+    device: str = "cpu",
+    precision: str = "32",
 ) -> dict[str, object]:
-    """Best seconds of one optimiser step of the full-size network with the ``loss_name`` loss."""
+    """Best seconds of one optimiser step of the full-size network with the ``loss_name`` loss, in fp32 (``32``) or
+    with forward and loss under bf16 autocast (``bf16-mixed``, what Lightning's ``trainer.precision`` does)."""
     from cdvd.losses import L1HEMLoss, MSSSIML1Loss
     from cdvd.models import CDVDTSP
 
@@ -138,13 +145,24 @@ def bench_train_step(
     blur = torch.rand(batch, 5, 3, patch, patch, device=dev)
     sharp = torch.rand(batch, 5, 3, patch, patch, device=dev)
 
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(net(blur), sharp)["loss"].backward()
+        with autocast:
+            loss = loss_fn(net(blur), sharp)["loss"]
+        loss.backward()
         optimizer.step()
 
     times = _time(step, repeats, dev)  # after one untimed warm-up step
-    return {"loss": loss_name, "batch": batch, "patch": patch, "device": str(dev), "step_s": min(times)}
+    return {
+        "loss": loss_name,
+        "batch": batch,
+        "patch": patch,
+        "device": str(dev),
+        "precision": precision,
+        "step_s": min(times),
+    }
 
 
 def main() -> None:
@@ -159,6 +177,10 @@ def main() -> None:
     parser.add_argument("--step-batch", type=int, default=2)
     parser.add_argument("--step-patch", type=int, default=256)
     parser.add_argument("--step-repeats", type=int, default=2)
+    parser.add_argument("--step-losses", nargs="+", default=["l1_hem", "msssim_l1"], choices=["l1_hem", "msssim_l1"])
+    parser.add_argument(
+        "--step-precisions", nargs="+", default=["32"], choices=["32", "bf16-mixed"], help="trainer.precision values"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,13 +193,19 @@ def main() -> None:
                 patch=args.step_patch,
                 repeats=args.step_repeats,
                 device=args.device,
+                precision=precision,
             )
-            for name in ("l1_hem", "msssim_l1")
+            for name in args.step_losses
+            for precision in args.step_precisions
         ]
+        from cdvd.hardware import cpu_description
+
+        report["cpu"] = cpu_description()
+        print(f"CPU: {report['cpu']}")  # noqa: T201 - a script's report
         report["train_step"] = steps
         for step in steps:
             print(  # noqa: T201 - a script's report
-                f"training step, {step['loss']}, batch {step['batch']}, patch {step['patch']}, "
+                f"training step, {step['loss']}, {step['precision']}, batch {step['batch']}, patch {step['patch']}, "
                 f"{step['device']}: {step['step_s']:.2f} s"
             )
     result = bench_hem(tuple(args.hem_shape), repeats=args.repeats, device=args.device, backward=args.backward)
