@@ -5,6 +5,7 @@ user's input."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -222,3 +223,36 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     assert rerun.returncode == 0, rerun.stderr
     assert snapshot(tmp_path / "cut" / "in") == snapshot(tmp_path / "whole" / "in")
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_an_unwritable_folder_as_a_non_root_user(tmp_path: Path) -> None:
+    """The permission check itself, as an ordinary user would meet it (a folder owned by someone else, mode 755)."""
+    if os.geteuid() != 0:
+        folder = Path("/")  # an ordinary user cannot write there
+    else:
+        folder = tmp_path / "not_yours"
+        folder.mkdir()
+        folder.chmod(0o755)
+        tmp_path.chmod(0o755)
+    from cdvd.inference.runner import check_writable
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to the unprivileged 'nobody' and reports what the check said
+        os.close(read)
+        message = b"no error"
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            check_writable(folder / "out")
+        except Exception as err:  # noqa: BLE001 - the child reports any error to the test
+            message = f"{type(err).__name__}: {err}".encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    report = os.read(read, 4096).decode()
+    os.close(read)
+    assert report.startswith("DataError: cannot write into") and "out" in report and "Permission denied" in report
+    assert not (folder / "out").exists()
