@@ -467,5 +467,5 @@ def test_training_user_errors_are_one_line_and_exit_2(
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    errors = [line for line in output.splitlines() if "cdvd-train: error:" in line]
     assert len(errors) == 1 and named in errors[0], output[-3000:]

@@ -89,7 +89,12 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
         raise DataError(f"cannot encode image for {path}")
     try:
         with atomic_destination(path) as tmp:
-            encoded.tofile(tmp)
+            # Python's file object, not ndarray.tofile: tofile can lose a full disk's error at close and leave a
+            # short file, which the rename would then pass off as whole
+            with open(tmp, "wb") as handle:
+                handle.write(encoded.tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
     except OSError as err:  # a full disk, a read-only or vanished folder
         raise DataError(f"cannot write {path}: {err.strerror or err}") from err
 
