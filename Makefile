@@ -2,6 +2,8 @@
 # make test: set up .venv and run the tests
 VENV ?= .venv
 PYTEST_ARGS ?=
+# tests run in this many processes (pytest-xdist): many of them wait on subprocess start-up, so 2 fill 2 cores
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-quick bench lint clean
 
@@ -15,10 +17,10 @@ demo: setup
 	$(VENV)/bin/cdvd-demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 test-quick: setup
-	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python scripts/bench_all.py

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two intra-op threads at most: CI has two cores, and oversubscription only slows the small tests down.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two intra-op threads at most: CI has two cores, and oversubscription only slows the small tests down; one per
+# process when pytest-xdist runs the tests in several processes (make test: TEST_WORKERS=2).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

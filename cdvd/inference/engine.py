@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -170,7 +171,22 @@ class VideoDeblurrer:
         self.channels_last = channels_last
         self.compile = compile
         self.model = model.to(self.device).eval()
-        self._restore = self._stage_function()
+        if backend not in ("torch", "openvino"):
+            raise ValueError(f"backend={backend}: expected torch or openvino")
+        if backend == "openvino" and self.device.type != "cpu":
+            raise ValueError(f"backend=openvino runs on the CPU (got device={self.device.type}): pass device=cpu")
+        if backend == "openvino" and (channels_last or compile):
+            raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise ValueError("backend=openvino needs the optional extra: pip install 'cdvd[openvino]'")
+        self._stage_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def _restore(self, frames: torch.Tensor) -> torch.Tensor:
+        """One cascade stage through the backend, prepared on first use (an OpenVINO conversion takes a while, so
+        a run refused before its first frame never pays for it)."""
+        if self._stage_fn is None:
+            self._stage_fn = self._stage_function()
+        return self._stage_fn(frames)
 
     def _stage_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """``restore_centres`` of the chosen backend: (T, B, 3, H, W) -> (T - 2, B, 3, H, W)."""
@@ -178,18 +194,12 @@ class VideoDeblurrer:
             from cdvd.backends.torch import prepare_torch_model
 
             return prepare_torch_model(self.model, channels_last=self.channels_last, compile=self.compile)
-        if self.backend != "openvino":
-            raise ValueError(f"backend={self.backend}: expected torch or openvino")
-        if self.device.type != "cpu":
-            raise ValueError(f"backend=openvino runs on the CPU (got device={self.device.type}): pass device=cpu")
-        if self.channels_last or self.compile:
-            raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
         from cdvd.backends.openvino import OpenVINOStage
 
         try:
             return OpenVINOStage(self.model, precision=self.precision).restore_centres
         except ImportError as err:
-            raise ValueError(str(err)) from err
+            raise DataError(str(err)) from err
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # OpenVINO takes its precision when it compiles; torch's autocast would only touch the glue
