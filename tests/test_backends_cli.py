@@ -68,6 +68,7 @@ def test_channels_last_keeps_the_frames(checkpoint: Path) -> None:
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_backend_settings_are_checked(tmp_path: Path, checkpoint: Path) -> None:
     frames(tmp_path / "in", n=2)
     exe = console_script("cdvd-deblur")

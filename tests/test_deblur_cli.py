@@ -38,6 +38,7 @@ def write_frames(folder: Path, n: int, h: int = 32, w: int = 32, seed: int = 0, 
         write_rgb(folder / f"{i:05d}{ext}", rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
 
 
+@pytest.mark.slow
 def test_deblur_usage_errors(tmp_path: Path, checkpoint: Path) -> None:
     exe = console_script("cdvd-deblur")
     write_frames(tmp_path / "in", 2)
@@ -57,6 +58,7 @@ def test_deblur_usage_errors(tmp_path: Path, checkpoint: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written, no outputs/ folder
 
 
+@pytest.mark.slow
 def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) -> None:
     shutil.copy(checkpoint, tmp_path / "tiny.pt")
     write_frames(tmp_path / "data" / "clipA", 2, ext=".jpg")

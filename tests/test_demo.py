@@ -44,6 +44,7 @@ def test_entry_point_composes_its_config(name: str, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir()), "printing the config writes nothing"
 
 
+@pytest.mark.slow
 def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
         [

@@ -58,6 +58,7 @@ def evaluate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return run_command([console_script("cdvd-eval"), "device=cpu", "progress=false", *args], cwd)
 
 
+@pytest.mark.slow
 def test_eval_with_another_checkpoint_never_reports_the_old_numbers(
     tmp_path: Path, checkpoints: tuple[Path, Path]
 ) -> None:
@@ -85,6 +86,7 @@ def test_eval_with_another_checkpoint_never_reports_the_old_numbers(
     assert score_b["checkpoint"]["sha256"] != score_a["checkpoint"]["sha256"]
 
 
+@pytest.mark.slow
 def test_deblur_resumes_only_what_was_made_the_same_way(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
     a, b = checkpoints
     make_dataset(tmp_path / "data")
@@ -121,6 +123,7 @@ def test_output_in_the_input_is_refused_before_any_work(
     assert snapshot(tmp_path / "data") == before
 
 
+@pytest.mark.slow
 def test_settings_and_files_a_user_gets_wrong(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
     make_dataset(tmp_path / "data")
     ck = f"checkpoint={checkpoints[0]}"
@@ -198,6 +201,7 @@ def test_an_unwritable_output_is_refused_before_any_frame_is_computed(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_frames(
     tmp_path: Path, checkpoints: tuple[Path, Path], sig: signal.Signals
 ) -> None:

@@ -22,6 +22,7 @@ def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
     return DeblurModule(net, L1HEMLoss(), functools.partial(torch.optim.Adam, lr=lr), None, **kwargs)
 
 
+@pytest.mark.slow
 def test_training_steps_change_weights_and_lower_the_loss() -> None:
     module = _tiny_module()
     optimizer = module.configure_optimizers()
@@ -164,6 +165,7 @@ def test_validation_scores_agree_with_cdvd_eval(smoke_overrides: list[str], tiny
     assert rerun["total"]["ssim"] == pytest.approx(metrics["val/ssim"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides: list[str], tmp_path: Path) -> None:
     base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1"]
     straight = tmp_path / "straight"
