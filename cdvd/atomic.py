@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def atomic_destination(path: str | os.PathLike, *, clean_stale: bool = False) ->
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Make ``folder`` (and its parents) and create and remove a hidden file in it.
+
+    Raises:
+        OSError: the folder cannot be made or written to (the caller names the setting in its message).
+    """
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".cdvd-write-test-"):
+        pass

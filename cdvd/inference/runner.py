@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdvd.atomic import probe_writable
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
 from cdvd.errors import ConfigError
@@ -90,10 +91,7 @@ def check_not_into_input(source: VideoSource, target: Path) -> None:
 def check_writable(folder: Path) -> None:
     """Make ``folder`` (and its parents) and prove a file can be written there, before any frame is computed."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".cdvd-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as err:
         raise DataError(f"cannot write into {folder}: {err.strerror or err} (pass a writable output=)") from err
 

@@ -8,12 +8,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import av
 
+from cdvd.atomic import probe_writable
 from cdvd.errors import DataError
 
 #: Containers :class:`SegmentedVideoWriter` writes, by suffix, with FFmpeg's muxer name.
@@ -67,9 +67,7 @@ def writable_destination(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise DataError(f"cannot write video {path}: it is a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.check"):
-            pass
+        probe_writable(path.parent)
     except OSError as err:
         raise DataError(f"cannot write video {path}: {err}") from err
     return path
