@@ -19,6 +19,7 @@ from cdvd.cli.deblur import run_deblur
 from cdvd.cli.evaluate import run_eval
 from cdvd.data.io import read_rgb, write_rgb
 from cdvd.errors import ConfigError
+from cdvd.hardware import resolve_precision
 from cdvd.inference import TileSpec
 from cdvd.inference.settings import build_deblurrer, deblur_settings
 
@@ -94,7 +95,8 @@ def test_deblur_cli_relative_paths_and_resume(tmp_path: Path, checkpoint: Path) 
 def test_deblur_config_keys(checkpoint: Path) -> None:
     cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "streaming=false"])
     engine = build_deblurrer(deblur_settings(cfg))
-    assert engine.tile is None and not engine.streaming and engine.precision == "fp32"
+    # precision=auto: bf16 where the CPU has it natively, fp32 elsewhere
+    assert engine.tile is None and not engine.streaming and engine.precision == resolve_precision("auto", "cpu")
     assert engine.model.n_feat == 4 and engine.device.type == "cpu"
     cfg = compose_config("deblur", [f"checkpoint={checkpoint}", "device=cpu", "tile.size=32", "tile.overlap=8"])
     engine = build_deblurrer(deblur_settings(cfg))

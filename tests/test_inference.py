@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd.atomic import temp_path
 from cdvd.data.clips import reflect_index, window_indices
 from cdvd.data.io import DataError, read_rgb, write_rgb
 from cdvd.data.sources import VideoSource, discover_sources
@@ -313,6 +316,24 @@ def test_resume_skips_written_frames(tmp_path: Path) -> None:
     model.calls = 0
     (report,) = deblur_videos(engine, sources, tmp_path / "out", progress=False)
     assert model.calls == 0 and report.written == 0 and report.skipped == 6
+
+
+def test_a_resumed_run_removes_the_partial_frames_of_killed_writers(tmp_path: Path) -> None:
+    write_frames(tmp_path / "in" / "vid", 6)
+    engine = VideoDeblurrer(StubNet(), device="cpu")
+    sources = discover_sources(tmp_path / "in")
+    deblur_videos(engine, sources, tmp_path / "out", progress=False)
+    out = tmp_path / "out" / "vid"
+    (out / "frame_004.png").unlink()  # the frame a killed run was writing
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp_path(out / "frame_004.png", pid=dead.pid)
+    live = temp_path(out / "frame_005.png")  # a writer that still runs (this process) keeps its file
+    for path in (stale, live):
+        path.write_bytes(b"\x89PNG partial")
+    (report,) = deblur_videos(engine, sources, tmp_path / "out", progress=False)
+    assert report.written == 1 and (out / "frame_004.png").is_file()
+    assert not stale.exists() and live.exists()
 
 
 def test_mismatched_frame_sizes_name_the_video(tmp_path: Path) -> None:

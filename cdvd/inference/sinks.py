@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cdvd.atomic import remove_stale_temp_files
 from cdvd.data.io import image_size, write_rgb
 from cdvd.data.sources import DEFAULT_FPS, VideoSource
 from cdvd.errors import ConfigError
@@ -144,6 +145,8 @@ class FrameFolderSink:
 
     def start(self) -> None:
         for folder in self.folders():
+            # a run killed inside a frame's write (kill -9, a power cut) left that frame's hidden partial file
+            remove_stale_temp_files(folder)
             write_manifest(folder / MANIFEST_NAME, self._fingerprint)
 
     def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
