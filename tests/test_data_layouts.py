@@ -78,6 +78,16 @@ def test_folder_without_gt(tmp_path):
     assert str(tmp_path / "gt") in str(err.value)
 
 
+def test_hidden_files_are_not_frames(tmp_path):
+    make_tree(tmp_path, "folder", {"v": 3})
+    blur = tmp_path / "blur" / "v"
+    (blur / ".00001.tmp4242.png").write_bytes(b"\x89PNG partial")  # what a killed writer leaves
+    (blur / "._00000.png").write_bytes(b"\0\5\26\7")  # macOS AppleDouble file on an external drive
+    (videos,) = discover_videos(tmp_path, "folder")
+    assert len(videos) == 3 and not [p for p in videos.blur if p.name.startswith(".")]
+    assert [p.name for p in videos.blur] == [p.name for p in videos.gt]
+
+
 def test_dvd_video_without_gt(tmp_path):
     make_tree(tmp_path, "dvd", {"v": 3}, gt=False)
     assert discover_videos(tmp_path, "dvd", require_gt=False)[0].gt is None

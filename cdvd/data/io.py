@@ -26,7 +26,11 @@ def natural_key(name: str) -> list[object]:
 
 
 def list_frames(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, in natural order."""
+    """Image files directly inside ``folder``, in natural order.
+
+    Hidden files are not frames: the partial file a killed writer left (``.00012.tmp4242.png``) or the ``._*``
+    files macOS leaves on external drives would otherwise shift or break the frame list.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"frame folder not found: {folder}")
@@ -43,7 +47,7 @@ def has_frames(folder: str | os.PathLike) -> bool:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
