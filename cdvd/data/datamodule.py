@@ -176,7 +176,9 @@ class DeblurDataModule(pl.LightningDataModule):
         own = self.train_root if kind == "train" else self.val_root
         base = own if own is not None else self.root
         if base is None:
-            raise DataError(f"no dataset root for the {kind} split: set data.root or data.{kind}_root")
+            raise DataError(
+                f"no dataset root for the {kind} split: set data.root, data.{kind}_root or data.frame_store"
+            )
         return Path(base), self.train_split if kind == "train" else self.val_split
 
     def split_folder(self, kind: str) -> Path:
