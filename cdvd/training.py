@@ -66,8 +66,27 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
         raise (user_error_of(err, (CheckpointError, DataError, ConfigError)) or err) from None
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line: an advert on every run, not a fact about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+_NO_ADVERTS = _NoAdverts()
+
+
+def quiet_lightning_adverts() -> None:
+    """Keep Lightning's start-up lines (devices, precision) but not its adverts."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        lightning_logger = logging.getLogger(name)
+        if _NO_ADVERTS not in lightning_logger.filters:
+            lightning_logger.addFilter(_NO_ADVERTS)
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """The data module, the LightningModule and the trainer of a composed config."""
+    quiet_lightning_adverts()
     datamodule = instantiate(cfg.data)
     model = build_module(cfg)
     loggers = instantiate_dict(cfg.get("logger"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import cdvd
 from cdvd.lit_module import DeblurModule, build_param_groups
 from cdvd.losses import L1HEMLoss
 from cdvd.models import CDVDTSP
-from cdvd.training import ConfigError, check_config, train
+from cdvd.training import ConfigError, build, check_config, train
 
 
 def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
@@ -84,6 +85,15 @@ def test_missing_resume_checkpoint_is_a_config_error(smoke_overrides: list[str],
     cfg = compose_train([*smoke_overrides, f"ckpt_path={tmp_path / 'nope.ckpt'}"])
     with pytest.raises(ConfigError, match="nope.ckpt"):
         check_config(cfg)
+
+
+def test_the_trainer_keeps_its_start_up_lines_but_not_adverts(
+    smoke_overrides: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        build(compose_train(smoke_overrides))
+    assert "GPU available" in caplog.text  # Lightning's own facts about the run stay
+    assert "litlogger" not in caplog.text
 
 
 def test_every_experiment_composes() -> None:
