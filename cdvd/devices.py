@@ -8,7 +8,7 @@ import torch
 
 from cdvd.hardware import PRECISIONS, resolve_precision
 
-__all__ = ["PRECISIONS", "autocast_context", "check_precision", "resolve_device"]
+__all__ = ["PRECISIONS", "autocast_context", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -25,19 +25,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from err
 
 
-def check_precision(precision: str, device: torch.device) -> str:
-    """The precision ``device`` runs for the setting ``precision`` (``auto``: bf16 where the hardware has native
-    bf16, else fp32; :func:`cdvd.hardware.resolve_precision`); a ValueError naming the setting when it cannot."""
-    return resolve_precision(precision, device)
-
-
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The ``torch.autocast`` context of ``precision`` (``fp32``: none). fp16 needs CUDA.
 
     Raises:
         ValueError: an unknown precision, or fp16 on a device other than CUDA.
     """
-    precision = check_precision(precision, device)
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -38,7 +38,8 @@ import torch
 
 from cdvd.data.clips import window_indices
 from cdvd.data.io import DataError
-from cdvd.devices import autocast_context, check_precision, resolve_device
+from cdvd.devices import autocast_context, resolve_device
+from cdvd.hardware import resolve_precision
 from cdvd.inference.tiling import TileSpec, tile_regions, tile_weights
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
@@ -164,7 +165,7 @@ class VideoDeblurrer:
         compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
-        self.precision = check_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device)
         self.streaming = streaming
         self.tile = tile
         self.backend = backend
