@@ -135,6 +135,17 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+BACKENDS: tuple[str, ...] = ("torch", "openvino")
+
+
+def check_backend(backend: str, *, channels_last: bool, compile: bool) -> None:
+    """A ValueError naming the setting when ``backend`` is unknown or given options only the torch backend has."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend}: expected one of {', '.join(BACKENDS)}")
+    if backend == "openvino" and (channels_last or compile):
+        raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
+
+
 class VideoDeblurrer:
     """Runs a CDVD-TSP network over whole videos, one output frame per input frame.
 
@@ -172,12 +183,9 @@ class VideoDeblurrer:
         self.channels_last = channels_last
         self.compile = compile
         self.model = model.to(self.device).eval()
-        if backend not in ("torch", "openvino"):
-            raise ValueError(f"backend={backend}: expected torch or openvino")
+        check_backend(backend, channels_last=channels_last, compile=compile)
         if backend == "openvino" and self.device.type != "cpu":
             raise ValueError(f"backend=openvino runs on the CPU (got device={self.device.type}): pass device=cpu")
-        if backend == "openvino" and (channels_last or compile):
-            raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
         if backend == "openvino" and importlib.util.find_spec("openvino") is None:
             raise ValueError("backend=openvino needs the optional extra: pip install 'cdvd[openvino]'")
         self._stage_fn: Callable[[torch.Tensor], torch.Tensor] | None = None

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cdvd.checkpoints import load_model
 from cdvd.devices import PRECISIONS
 from cdvd.errors import ConfigError
-from cdvd.inference.engine import VideoDeblurrer
+from cdvd.inference.engine import VideoDeblurrer, check_backend
 from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
 from cdvd.models.correlation import CorrelationBackend, cupy_available
@@ -27,7 +27,6 @@ from cdvd.protocol import check_frame_set
 from cdvd.video.formats import X264_PRESETS
 
 CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
-BACKENDS = ("torch", "openvino")
 
 
 @dataclass
@@ -70,10 +69,10 @@ class DeblurSettings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision}: expected one of {', '.join(PRECISIONS)}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend={self.backend}: expected one of {', '.join(BACKENDS)}")
-        if self.backend == "openvino" and (self.channels_last or self.compile):
-            raise ConfigError("channels_last and compile are torch backend settings: unset them with backend=openvino")
+        try:
+            check_backend(self.backend, channels_last=self.channels_last, compile=self.compile)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         if self.corr_backend not in CORR_BACKENDS:
             raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORR_BACKENDS)}")
         if self.fps is not None and self.fps <= 0:
