@@ -17,7 +17,7 @@ import torch
 from helpers.cli import console_script, run_command
 from helpers.data import tiny_checkpoint
 
-from cdvd.data.io import read_rgb, write_rgb
+from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.hardware import resolve_precision
 
 
@@ -217,8 +217,8 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = tmp_path / "cut" / "in"
 
-    def frames_written() -> int:  # whole frames only: pathlib's glob also matches the hidden partial files
-        return len([p for p in out.glob("*.png") if not p.name.startswith(".")])
+    def frames_written() -> int:  # whole frames only (list_frames leaves out the hidden partial files)
+        return len(list_frames(out)) if out.is_dir() else 0
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and frames_written() < 1 and process.poll() is None:
