@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_destination` in ``folder`` whose writer is no longer running.
+    """Delete the temporary files (or folders) of :func:`atomic_destination` in ``folder`` whose writer is no
+    longer running.
 
     A process killed while writing (``kill -9``, a power cut) leaves its hidden partial file behind; nothing ever
     reads it. Files of live processes are kept (another run may be writing into the same folder).
@@ -50,10 +52,13 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         match = _TMP_NAME.match(entry.name)
-        if match is None or not entry.is_file() or pid_alive(int(match[1])):
+        if match is None or entry.is_symlink() or pid_alive(int(match[1])):
             continue
         with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed.append(entry)
             logger.info("removed %s, a partial file left by a process that no longer runs", entry)
     return removed

@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cdvd.atomic import remove_stale_temp_files
+
+if TYPE_CHECKING:  # Lightning takes seconds to import: the resolvers here are read by every command line
+    import pytorch_lightning as pl
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ def clean_checkpoint_folder(trainer: pl.Trainer) -> list[Path]:
 
     Only on the global rank zero; only hidden ``.name.tmp<pid>.ckpt`` files of processes that no longer run.
     """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     removed: list[Path] = []
     if not trainer.is_global_zero:
         return removed

@@ -1,11 +1,13 @@
-"""Process-wide settings for CPU runs: memory reuse in glibc's allocator."""
+"""Process-wide settings for CPU runs: memory reuse in glibc's allocator, and where cached conversions live."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +50,21 @@ def reuse_freed_memory(top_pad_mib: int = 64) -> bool:
 def reusing_freed_memory() -> bool:
     """Whether :func:`reuse_freed_memory` took effect in this process."""
     return _reusing
+
+
+def default_cache_dir() -> Path:
+    """``$CDVD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cdvd``, else ``~/.cache/cdvd``."""
+    if os.environ.get("CDVD_CACHE_DIR"):
+        return Path(os.environ["CDVD_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "cdvd"
+
+
+def resolve_cache_dir(value: str | os.PathLike | None) -> Path | None:
+    """The ``cache_dir`` setting as a folder: ``auto`` -> :func:`default_cache_dir`, a path as given, ``None`` (or
+    an empty string) -> no cache."""
+    if value is None or str(value) == "":
+        return None
+    if str(value) == "auto":
+        return default_cache_dir()
+    return Path(value).expanduser()

@@ -2,12 +2,16 @@
 
 Each configuration deblurs the same frames (the shared phone clip, resized to ``--size``) with the full-size network
 (random weights, seeded, saved as an original ``.pt``) as a user would run it, timed as a whole process (start-up,
-model load, conversion, every frame, writing). Outputs are compared with the first configuration's frames: the
+model load, conversion, every frame, writing). The OpenVINO conversion cache (``cache_dir``) starts empty: the
+first ``backend=openvino`` run converts and saves, later ones read it (``ov_cache`` says which). List a config
+twice to time it both ways. Outputs are compared with the first configuration's frames: the
 largest difference in uint8 levels and the PSNR. The CPU's relevant flags are printed with the figures.
 
     python scripts/bench_cli_backends.py
     python scripts/bench_cli_backends.py --size 640x384 --frames 6 --json bench_cli_backends.json
     python scripts/bench_cli_backends.py --configs "precision=fp32 backend=torch" "precision=fp32 backend=openvino"
+    python scripts/bench_cli_backends.py --configs "precision=fp32 backend=torch" "precision=bf16 backend=openvino" \
+        "precision=bf16 backend=openvino"       # OpenVINO bf16 with a cold, then a warm cache
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -72,7 +77,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    exe = str(Path(sys.executable).with_name("cdvd-deblur"))
+    script = Path(sys.executable).with_name("cdvd-deblur")
+    # the console script where cdvd is installed; the module where it runs from a source tree (PYTHONPATH)
+    exe = [str(script)] if script.exists() else [sys.executable, "-m", "cdvd.cli.deblur"]
     work = Path(tempfile.mkdtemp(prefix="bench_cli_"))
     try:
         prepare_frames(args.frames_dir, work / "in", (width, height), args.frames)
@@ -81,12 +88,17 @@ def main() -> None:
         rows = []
         for index, config in enumerate(args.configs):
             out = work / f"out{index}"
-            command = [exe, f"input={work / 'in'}", f"output={out}", f"checkpoint={work / 'full.pt'}", "device=cpu"]
+            command = [*exe, f"input={work / 'in'}", f"output={out}", f"checkpoint={work / 'full.pt'}", "device=cpu"]
             command += ["progress=false", *config.split()]
+            cache = work / "cache"
+            warm = (cache / "openvino" / "ir").is_dir() and any((cache / "openvino" / "ir").iterdir())
+            env = {**os.environ, "CDVD_CACHE_DIR": str(cache)}
             start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             seconds = time.perf_counter() - start
             row: dict[str, object] = {"config": config, "seconds": round(seconds, 1), "returncode": done.returncode}
+            if "openvino" in config:
+                row["ov_cache"] = "warm" if warm else "cold"
             if done.returncode != 0:
                 row["error"] = done.stderr.strip().splitlines()[-1:]
             else:

@@ -3,6 +3,7 @@
     python scripts/bench_deblur.py                          # 640x360 and 1280x720, fp32 on CPU
     python scripts/bench_deblur.py --sizes 640x360 --json bench.json
     python scripts/bench_deblur.py --device cuda --precisions fp32 bf16 fp16
+    python scripts/bench_deblur.py --sizes 1280x720 --modes streaming --precisions fp32 bf16 --backends torch openvino
 
 The full-size network (n_feat=32, n_resblock=3) with random weights, on synthetic frames. Every case runs in a
 fresh subprocess so that its peak memory (``ru_maxrss``, or the CUDA allocator's peak) is its own.
@@ -20,6 +21,7 @@ per stage, 2 stages) against per-window (8 flow estimates and 4 reconstructions)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -52,7 +54,9 @@ def worker(args: argparse.Namespace) -> dict:
     width, height = parse_size(args.size)
     torch.manual_seed(0)
     model = CDVDTSP(n_feat=32, n_resblock=3)
-    engine = VideoDeblurrer(model, device=args.device, precision=args.precision, streaming=args.mode == "streaming")
+    engine = VideoDeblurrer(
+        model, device=args.device, precision=args.precision, streaming=args.mode == "streaming", backend=args.backend
+    )
     rng = np.random.default_rng(0)
     # a smooth pattern moving 2 pixels a frame, plus noise
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -87,6 +91,7 @@ def worker(args: argparse.Namespace) -> dict:
         "size": args.size,
         "mode": args.mode,
         "precision": args.precision,
+        "backend": args.backend,
         "device": str(engine.device),
         "threads": torch.get_num_threads(),
         "reuse_memory": reused,
@@ -110,6 +115,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"])
     parser.add_argument("--precisions", nargs="+", default=None, help="default fp32 (CPU), fp32 bf16 fp16 (CUDA)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch"], choices=["torch", "openvino"], help="openvino: CPU only"
+    )
     parser.add_argument("--frames", type=int, default=None, help="video length (default 7 at 640x360, 6 else)")
     parser.add_argument("--window-frames", type=int, default=2, help="windows timed in per-window mode")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -124,6 +132,7 @@ def main() -> None:
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
@@ -132,45 +141,51 @@ def main() -> None:
 
     import torch
 
+    from cdvd.hardware import cpu_description
+
+    cpu = cpu_description()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} threads, flags {cpu['flags']}", flush=True)
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     precisions = args.precisions or (["fp32", "bf16", "fp16"] if cuda else ["fp32"])
     results = []
     for size in args.sizes:
         frames = args.frames or DEFAULT_FRAMES.get(size, 6)
-        for precision in precisions:
-            for mode in args.modes:
-                cmd = [
-                    sys.executable, os.path.abspath(__file__), "--worker", "--size", size, "--mode", mode,
-                    "--precision", precision, "--device", args.device, "--frames", str(frames),
-                    "--window-frames", str(args.window_frames), "--threads", str(args.threads),
-                    "--reuse-memory" if args.reuse_memory else "--no-reuse-memory",
-                ]  # fmt: skip
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(f"{size} {mode} {precision}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                    continue
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
-                results.append(result)
-                print(
-                    f"{size:>9} {precision:>5} {mode:>9}: {result['s_per_frame']:8.2f} s/frame over "
-                    f"{result['frames_out']} frames, steady {result['steady_s_per_frame']:8.2f} s/frame, "
-                    f"peak RSS {result['peak_rss_mib']:.0f} MiB"
-                    + ("" if result["reuse_memory"] else ", malloc default")
-                    + (f", CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""),
-                    flush=True,
-                )
+        for backend, precision, mode in itertools.product(args.backends, precisions, args.modes):
+            cmd = [
+                sys.executable, os.path.abspath(__file__), "--worker", "--size", size, "--mode", mode,
+                "--precision", precision, "--device", args.device, "--frames", str(frames),
+                "--window-frames", str(args.window_frames), "--threads", str(args.threads),
+                "--reuse-memory" if args.reuse_memory else "--no-reuse-memory", "--backend", backend,
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{size} {backend} {mode} {precision}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(
+                f"{size:>9} {backend:>8} {precision:>5} {mode:>9}: {result['s_per_frame']:8.2f} s/frame over "
+                f"{result['frames_out']} frames, steady {result['steady_s_per_frame']:8.2f} s/frame, "
+                f"peak RSS {result['peak_rss_mib']:.0f} MiB"
+                + ("" if result["reuse_memory"] else ", malloc default")
+                + (f", CUDA {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""),
+                flush=True,
+            )
     speedups = {}
     for r in results:
         if r["mode"] != "streaming":
             continue
         for w in results:
-            if w["mode"] == "window" and w["size"] == r["size"] and w["precision"] == r["precision"]:
-                key = f"{r['size']} {r['precision']}"
+            same = all(w[k] == r[k] for k in ("size", "precision", "backend"))
+            if w["mode"] == "window" and same:
+                key = f"{r['size']} {r['backend']} {r['precision']}"
                 speedups[key] = round(w["steady_s_per_frame"] / r["steady_s_per_frame"], 2)
                 print(f"{key}: streaming is {speedups[key]:.2f}x the per-window rate (steady state)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "speedup_steady": speedups}, f, indent=2)
+            json.dump(
+                {"cpu": cpu, "torch": torch.__version__, "results": results, "speedup_steady": speedups}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,14 @@ def smoke_overrides(tiny_dataset: Path, tmp_path: Path) -> list[str]:
         "~callbacks.progress_bar",
         "~callbacks.model_summary",
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # cdvd-deblur's cache_dir=auto reads $CDVD_CACHE_DIR first: the tests' conversions never land in the home folder
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CDVD_CACHE_DIR", str(tmp_path_factory.mktemp("cdvd-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,12 @@ def test_openvino_backend_gives_the_torch_frames_within_one_level(tmp_path: Path
         a = read_rgb(tmp_path / "torch" / "in" / name).astype(int)
         b = read_rgb(tmp_path / "ov" / "in" / name).astype(int)
         assert np.abs(a - b).max() <= 1, name
+    # a later run reads the converted stage from the cache (conftest: $CDVD_CACHE_DIR) and makes the same bytes
+    again = run_command([console_script("cdvd-deblur"), *common, "output=ov2", "backend=openvino"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "OpenVINO stage read from the cache" in " ".join(again.stdout.split())
+    for name in names:
+        assert (tmp_path / "ov2" / "in" / name).read_bytes() == (tmp_path / "ov" / "in" / name).read_bytes(), name
     # the backend is part of what made the frames: resuming torch's outputs with openvino is refused
     mixed = run_command([console_script("cdvd-deblur"), *common, "output=torch", "backend=openvino"], tmp_path)
     assert mixed.returncode == 2 and "backend" in mixed.stderr and "overwrite=true" in mixed.stderr

@@ -221,6 +221,46 @@ def test_auto_backend_uses_cupy_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.gpu
 @needs_cupy
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_the_self_check_holds_under_inference_mode_and_autocast(dtype: torch.dtype) -> None:
+    """The first cost volume of a deblurring run comes under both: a check run there failed, and stayed failed."""
+    correlation_module.cupy_kernel_agrees.cache_clear()
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+            assert correlation_module.cupy_kernel_agrees(torch.cuda.current_device())
+    finally:
+        correlation_module.cupy_kernel_agrees.cache_clear()
+
+
+@pytest.mark.gpu
+@needs_cupy
+def test_bf16_deblurring_on_cuda_uses_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdvd.inference import VideoDeblurrer
+    from cdvd.models import CDVDTSP
+    from cdvd.models import correlation_cupy as kernel_module
+
+    calls: list[tuple[int, ...]] = []
+    kernel = kernel_module.correlation_cupy
+
+    def counted(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(first.shape))
+        return kernel(first, second)
+
+    monkeypatch.setattr(kernel_module, "correlation_cupy", counted)
+    correlation_module.cupy_kernel_agrees.cache_clear()
+    try:
+        torch.manual_seed(0)
+        model = CDVDTSP(n_feat=4, n_resblock=1, residual=True)  # corr_backend auto, as checkpoints load
+        frames = [np.random.default_rng(t).integers(0, 256, (36, 52, 3), dtype=np.uint8) for t in range(5)]
+        outputs = list(VideoDeblurrer(model, device="cuda", precision="bf16").run(frames))
+    finally:
+        correlation_module.cupy_kernel_agrees.cache_clear()
+    assert len(outputs) == 5
+    assert len([shape for shape in calls if shape != (2, 7, 11, 13)]) > 0, "only the self-check ran the kernel"
+
+
+@pytest.mark.gpu
+@needs_cupy
 def test_full_model_on_cuda_matches_reference(tmp_path: Path) -> None:
     path = tmp_path / "case_a.pt"
     torch.save(reference_state_dict(), path)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cdvd
 
 PACKAGE = Path(cdvd.__file__).parent
@@ -99,6 +101,15 @@ def test_library_imports_load_no_console_script() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("script", ["deblur", "evaluate", "export", "synth", "pack"])
+def test_commands_that_do_not_train_do_not_import_lightning(script: str) -> None:
+    """Lightning takes seconds to import, paid by every cdvd-deblur process (a fifth of a short job's time)."""
+    code = f"import sys, cdvd.cli.{script}; print('pytorch_lightning' in sys.modules, 'lightning' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
 
 
 def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:

@@ -6,23 +6,37 @@ faster on OpenVINO's CPU plugin); compiled models are kept per (H, W). ``precisi
 BF16, AMX). On CPUs without it OpenVINO keeps f32 (checked on an AVX2-only AMD EPYC: the compiled model
 reports ``f32``), so a bf16 request costs nothing there but gains nothing either; use
 :func:`cdvd.hardware.resolve_precision` with ``auto`` to choose.
+
+Converting the stage from torch takes longer than deblurring a few frames, so with a ``cache_dir`` the converted
+model is kept on disk (``<cache_dir>/openvino/ir/<key>/``) and later processes read it instead. The key is a
+SHA-256 over everything the conversion depends on: the weights, the architecture, the source of the network and
+conversion code, and the torch and OpenVINO versions; the files' own SHA-256 are recorded beside them and checked
+on every read, so a damaged or foreign file is converted again, never used. Compiled models go to OpenVINO's own
+cache (``CACHE_DIR`` = ``<cache_dir>/openvino/compiled``), which OpenVINO keys by model, device and settings.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cdvd.atomic import remove_stale_temp_files, temp_path
 from cdvd.export import convert_openvino, cpu_float_model, import_openvino
+from cdvd.fingerprint import source_sha256, weights_sha256
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
 
 OPENVINO_PRECISIONS: dict[str, str] = {"fp32": "f32", "bf16": "bf16"}
+CACHE_FORMAT = 1  # bump when the cache's layout or record changes
+RECORD = "record.json"
 
 
 class OpenVINOStage:
@@ -33,7 +47,8 @@ class OpenVINOStage:
     Args:
         model: the network (any device; converted from a CPU float32 view of its weights).
         precision: ``fp32`` or ``bf16`` (``INFERENCE_PRECISION_HINT``; only honoured on CPUs with native bf16).
-        cache_dir: OpenVINO's compiled-model cache folder (``CACHE_DIR``), or None for none.
+        cache_dir: where converted and compiled models are kept for later processes (see the module docstring),
+            or None to convert and compile in memory only.
         device: OpenVINO device name (``CPU``, ``GPU``, ``AUTO``).
         num_threads: CPU inference threads (``INFERENCE_NUM_THREADS``), or None for OpenVINO's default.
 
@@ -59,13 +74,17 @@ class OpenVINOStage:
         self.precision = precision
         self.device = device
         self._core = ov.Core()
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self._core.set_property({"CACHE_DIR": str(cache_dir)})
         self._config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
         if num_threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = int(num_threads)
-        self._model = convert_openvino(cpu_float_model(model), part="stage")
+        if cache_dir is None:
+            self._model = convert_openvino(cpu_float_model(model), part="stage")
+        else:
+            root = Path(cache_dir) / "openvino"
+            self._model = cached_stage(model, root / "ir", self._core)
+            compiled = root / "compiled"
+            compiled.mkdir(parents=True, exist_ok=True)
+            self._core.set_property({"CACHE_DIR": str(compiled)})
         self._compiled: dict[tuple[int, int], object] = {}
 
     def compiled_for(self, height: int, width: int) -> object:
@@ -120,6 +139,93 @@ class OpenVINOStage:
         return torch.from_numpy(out).to(frames.device)
 
     __call__ = restore_centres
+
+
+def conversion_key(model: CDVDTSP) -> str:
+    """SHA-256 over what the converted stage of ``model`` depends on: equal keys, identical conversions."""
+    ov = import_openvino()
+    record = {
+        "format": CACHE_FORMAT,
+        "part": "stage",
+        "weights_sha256": weights_sha256(model),
+        "architecture": {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual},
+        "code_sha256": source_sha256("models", "export.py"),
+        "torch": torch.__version__,
+        "openvino": ov.get_version(),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def cached_stage(model: CDVDTSP, folder: str | os.PathLike, core: object) -> object:
+    """The stage of ``model`` as an ``openvino.Model``: read from ``folder/<key>/`` when a whole, matching
+    conversion is there; otherwise converted and saved there (atomically: a folder renamed into place) for the next
+    process, and read back, so that the first run computes exactly what later ones do. A cache that cannot be
+    written costs the saving only (a warning), never the run.
+    """
+    ov = import_openvino()
+    key = conversion_key(model)
+    entry = Path(folder) / key
+    if entry.is_dir():
+        problem = _check_entry(entry)
+        if problem is None:
+            try:
+                converted = core.read_model(str(entry / "stage.xml"))  # type: ignore[attr-defined]
+            except RuntimeError as err:
+                problem = f"OpenVINO cannot read it ({err})"
+            else:
+                logger.info("OpenVINO stage read from the cache %s", entry)
+                return converted
+        logger.warning("ignoring the cached OpenVINO stage %s: %s; converting again", entry, problem)
+        shutil.rmtree(entry, ignore_errors=True)
+    converted = convert_openvino(cpu_float_model(model), part="stage")
+    try:
+        _save_entry(ov, converted, entry)
+    except OSError as err:
+        logger.warning("could not cache the converted OpenVINO stage in %s (%s); later runs convert again", entry, err)
+        return converted
+    logger.info("OpenVINO stage converted and cached in %s", entry)
+    # run what later processes will read: the saved model can differ from the in-memory one in the last bit
+    return core.read_model(str(entry / "stage.xml"))  # type: ignore[attr-defined]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_entry(entry: Path) -> str | None:
+    """None when ``entry`` holds the files its record lists with their recorded digests, else what is wrong."""
+    try:
+        record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
+        expected = dict(record["sha256"])
+        for name in ("stage.xml", "stage.bin"):
+            if _file_sha256(entry / name) != expected[name]:
+                return f"{name} differs from what was saved"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"incomplete ({err})"
+    return None
+
+
+def _save_entry(ov: object, converted: object, entry: Path) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(entry.parent)
+    tmp = temp_path(entry)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        ov.save_model(converted, str(tmp / "stage.xml"), compress_to_fp16=False)  # type: ignore[attr-defined]
+        digests = {name: _file_sha256(tmp / name) for name in ("stage.xml", "stage.bin")}
+        (tmp / RECORD).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": digests}, indent=1) + "\n")
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if not entry.is_dir():  # not another process that saved the same conversion first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _type_name(element_type: object) -> str:

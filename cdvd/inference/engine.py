@@ -26,9 +26,9 @@ The engine holds only the model and its settings; everything about one video (it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ import torch
 from cdvd.data.clips import window_indices
 from cdvd.data.io import DataError
 from cdvd.devices import autocast_context, resolve_device
+from cdvd.fingerprint import weights_sha256
 from cdvd.hardware import resolve_precision
 from cdvd.inference.tiling import TileSpec, tile_regions, tile_weights
 from cdvd.models.cdvd_tsp import CDVDTSP
@@ -125,16 +126,6 @@ class _VideoRun:
         return crop_to(full, self.size).float().cpu()
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over a model's state dict (names, dtypes, shapes and values, in order)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 BACKENDS: tuple[str, ...] = ("torch", "openvino")
 
 
@@ -161,6 +152,8 @@ class VideoDeblurrer:
             converted once and compiled once per frame size (:class:`cdvd.backends.openvino.OpenVINOStage`).
         channels_last: torch backend: NHWC convolution weights (:func:`cdvd.backends.torch.prepare_torch_model`).
         compile: torch backend: ``torch.compile`` the reconstruction net and the flow pyramid.
+        cache_dir: openvino backend: keep the converted and compiled stage here for later processes
+            (:func:`cdvd.backends.openvino.cached_stage`); ``None`` converts in memory every time.
     """
 
     def __init__(
@@ -174,6 +167,7 @@ class VideoDeblurrer:
         backend: str = "torch",
         channels_last: bool = False,
         compile: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -182,6 +176,7 @@ class VideoDeblurrer:
         self.backend = backend
         self.channels_last = channels_last
         self.compile = compile
+        self.cache_dir = cache_dir
         self.model = model.to(self.device).eval()
         check_backend(backend, channels_last=channels_last, compile=compile)
         if backend == "openvino" and self.device.type != "cpu":
@@ -206,7 +201,7 @@ class VideoDeblurrer:
         from cdvd.backends.openvino import OpenVINOStage
 
         try:
-            return OpenVINOStage(self.model, precision=self.precision).restore_centres
+            return OpenVINOStage(self.model, precision=self.precision, cache_dir=self.cache_dir).restore_centres
         except ImportError as err:
             raise DataError(str(err)) from err
 

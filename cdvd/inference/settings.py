@@ -24,6 +24,7 @@ from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
 from cdvd.models.correlation import CorrelationBackend, cupy_available
 from cdvd.protocol import check_frame_set
+from cdvd.runtime import resolve_cache_dir
 from cdvd.video.formats import X264_PRESETS
 
 CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
@@ -49,6 +50,7 @@ class DeblurSettings:
     backend: str
     channels_last: bool
     compile: bool
+    cache_dir: str | None
     streaming: bool
     tile: TileSettings
     corr_backend: str
@@ -199,6 +201,7 @@ def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
             backend=settings.backend,
             channels_last=settings.channels_last,
             compile=settings.compile,
+            cache_dir=resolve_cache_dir(settings.cache_dir),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -146,10 +146,17 @@ def cupy_kernel_agrees(device_index: int) -> bool:
     """Once per device: does the cupy kernel give the PyTorch result, forward and backward, on a small input?
 
     ``auto`` uses the kernel only where this holds (a broken cupy or driver then costs speed, not correctness).
+    The check runs in float32 with autograd on, whatever the caller's context: the first cost volume of a run is
+    usually computed under ``torch.autocast`` and ``torch.inference_mode``, where PyTorch's reference would be
+    computed in half precision (or not differentiable at all), and a failed check is kept for the whole process.
     """
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cuda", enabled=False):
+        return _cupy_self_check(torch.device("cuda", device_index))
+
+
+def _cupy_self_check(device: torch.device) -> bool:
     from cdvd.models.correlation_cupy import correlation_cupy  # lazily: cupy is optional
 
-    device = torch.device("cuda", device_index)
     generator = torch.Generator(device=device).manual_seed(0)
     first, second = (torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2))
     weight = torch.randn(2, NUM_DISPLACEMENTS, 11, 13, device=device, generator=generator)
