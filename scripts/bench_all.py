@@ -12,9 +12,9 @@ on the same machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,20 +22,17 @@ from pathlib import Path
 
 import torch
 
+from cdvd.hardware import cpu_description, native_bf16
+
 SCRIPTS = Path(__file__).resolve().parent
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine line: CPU model and the flags that decide the fast paths, cores, torch, GPU."""
+    cpu = cpu_description()
+    flags = " ".join(name for name, present in cpu["flags"].items() if present) or "none of them"  # type: ignore[union-attr]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+    return f"{cpu['model']}, {os.cpu_count()} cores (flags: {flags}), torch {torch.__version__}, {gpu}"
 
 
 def run(script: str, args: list[str]) -> dict:
@@ -45,6 +42,26 @@ def run(script: str, args: list[str]) -> dict:
         print("$", " ".join(cmd[1:]), flush=True)  # noqa: T201 - a script's progress
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
+
+
+def cpu_backends(size: str) -> list[str]:
+    """Streaming on the CPU with every backend and precision that can pay here, side by side with torch fp32:
+    OpenVINO where it is installed, bf16 where the CPU has it natively (emulated bf16 would only be slow)."""
+    backends = ["torch"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    precisions = ["fp32"] + (["bf16"] if native_bf16(torch.device("cpu")) else [])
+    if len(backends) == 1 and len(precisions) == 1:
+        return []
+    args = ["--device", "cpu", "--sizes", size, "--modes", "streaming", "--backends", *backends]
+    results = run("bench_deblur.py", [*args, "--precisions", *precisions])["results"]
+    base = next((r for r in results if r["backend"] == "torch" and r["precision"] == "fp32"), None)
+    lines = []
+    for r in results:
+        ratio = f" ({base['steady_s_per_frame'] / r['steady_s_per_frame']:.2f}x torch fp32)" if base else ""
+        lines.append(
+            f"| deblur (bench_deblur.py) | streaming, {r['size']}, {r['backend']} {r['precision']}, cpu | "
+            f"{r['steady_s_per_frame']:.2f} s/frame{ratio} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -72,7 +89,8 @@ def main() -> None:
         )
     for size, speedup in deblur.get("speedup_steady", {}).items():
         lines.append(f"| deblur (bench_deblur.py) | streaming vs per-window, {size} | {speedup:.2f}x |")
-    train_args = ["--step-patch", "128", "--step-repeats", "1"] if args.quick else []
+    lines += cpu_backends(deblur_sizes[0])
+    train_args = ["--step-patch", "192", "--step-repeats", "1"] if args.quick else []  # MS-SSIM needs >= 161
     train = run("bench_train.py", train_args)
     for r in train.get("train_step", []):
         lines.append(
@@ -88,8 +106,9 @@ def main() -> None:
     for r in data["results"]:
         rates = ", ".join(f"{v:.1f}" for v in r["clips_per_s"])
         lines.append(
-            f"| data (bench_data.py) | {data['settings']['size']} PNG, patch {data['settings']['patch']}, "
-            f"workers {r['num_workers']}, cache {'on' if r['cache_frames'] else 'off'} | {rates} clips/s (per epoch) |"
+            f"| data (bench_data.py) | {data['settings']['size']}, {r.get('source', 'png')}, patch "
+            f"{data['settings']['patch']}, workers {r['num_workers']}, cache {'on' if r['cache_frames'] else 'off'} | "
+            f"{rates} clips/s (per epoch) |"
         )
     text = "\n".join(lines) + "\n"
     args.output.write_text(text)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from cdvd.hardware import cpu_description
 from cdvd.models import CDVDTSP
 from cdvd.runtime import reuse_freed_memory, reusing_freed_memory
 
@@ -340,13 +341,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "threads": args.threads or torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
     print()
     print(markdown_table(results))
     print(
-        f"\ntorch {environment['torch']}, {environment['threads']} threads, {environment['cpu_count']} CPUs; "
+        f"\n{environment['cpu']['model']}, CPU flags {environment['cpu']['flags']}; "
+        f"torch {environment['torch']}, {environment['threads']} threads, {environment['cpu_count']} CPUs; "
         f"1-min load average {load_before[0]:.2f} before, {environment['loadavg_after'][0]:.2f} after "
         "(other work on the CPU inflates the times)."
     )
