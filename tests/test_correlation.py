@@ -219,6 +219,32 @@ def test_auto_backend_uses_cupy_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None
     assert correlation(first, first.clone(), backend="auto").shape == (1, 81, 16, 16)
 
 
+@pytest.mark.parametrize("context", ["inference_mode", "no_grad", "autocast_bf16"])
+def test_the_kernel_self_check_ignores_the_callers_context(context: str) -> None:
+    """The CPU counterpart of the CUDA test below: the check of a kernel equal to PyTorch's passes in every
+    context a deblurring or training run calls it from (it failed inside inference_mode: no gradient to compare)."""
+    contexts = {
+        "inference_mode": torch.inference_mode,
+        "no_grad": torch.no_grad,
+        "autocast_bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    }
+    with contexts[context]():
+        assert correlation_module.kernel_agrees(correlation_torch, torch.device("cpu"))
+
+
+def test_the_kernel_self_check_rejects_a_wrong_kernel(caplog: pytest.LogCaptureFixture) -> None:
+    def off_by_a_little(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return correlation_torch(first, second) * 1.001
+
+    def broken(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no kernel image for this device")
+
+    with torch.inference_mode():
+        assert not correlation_module.kernel_agrees(off_by_a_little, torch.device("cpu"))
+        assert not correlation_module.kernel_agrees(broken, torch.device("cpu"))
+    assert "disagrees" in caplog.text and "no kernel image" in caplog.text
+
+
 @pytest.mark.gpu
 @needs_cupy
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -146,33 +146,38 @@ def cupy_kernel_agrees(device_index: int) -> bool:
     """Once per device: does the cupy kernel give the PyTorch result, forward and backward, on a small input?
 
     ``auto`` uses the kernel only where this holds (a broken cupy or driver then costs speed, not correctness).
-    The check runs in float32 with autograd on, whatever the caller's context: the first cost volume of a run is
-    usually computed under ``torch.autocast`` and ``torch.inference_mode``, where PyTorch's reference would be
-    computed in half precision (or not differentiable at all), and a failed check is kept for the whole process.
     """
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cuda", enabled=False):
-        return _cupy_self_check(torch.device("cuda", device_index))
-
-
-def _cupy_self_check(device: torch.device) -> bool:
     from cdvd.models.correlation_cupy import correlation_cupy  # lazily: cupy is optional
 
-    generator = torch.Generator(device=device).manual_seed(0)
-    first, second = (torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2))
-    weight = torch.randn(2, NUM_DISPLACEMENTS, 11, 13, device=device, generator=generator)
-    try:
-        out = correlation_cupy(first, second)
-        grads = torch.autograd.grad((out * weight).sum(), (first, second))
-    except Exception as err:  # noqa: BLE001 - any failure means: do not use the kernel
-        logger.warning("cupy correlation kernel failed its self-check (%s); using PyTorch's", err)
-        return False
-    ref = correlation_torch(first, second)
-    ref_grads = torch.autograd.grad((ref * weight).sum(), (first, second))
+    return kernel_agrees(correlation_cupy, torch.device("cuda", device_index))
+
+
+def kernel_agrees(kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device) -> bool:
+    """Whether ``kernel`` gives :func:`correlation_torch`'s cost volume and gradients on a small input on ``device``.
+
+    The check runs in float32 with autograd on, whatever the caller's context: the first cost volume of a run is
+    usually computed under ``torch.inference_mode`` and ``torch.autocast``, where no gradient could be taken and
+    PyTorch's reference would be computed in half precision, and a failed check is kept for the whole process.
+    """
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        generator = torch.Generator(device=device).manual_seed(0)
+        first, second = (
+            torch.randn(2, 7, 11, 13, device=device, generator=generator).requires_grad_() for _ in range(2)
+        )
+        weight = torch.randn(2, NUM_DISPLACEMENTS, 11, 13, device=device, generator=generator)
+        try:
+            out = kernel(first, second)
+            grads = torch.autograd.grad((out * weight).sum(), (first, second))
+        except Exception as err:  # noqa: BLE001 - any failure means: do not use the kernel
+            logger.warning("correlation kernel failed its self-check (%s); using PyTorch's", err)
+            return False
+        ref = correlation_torch(first, second)
+        ref_grads = torch.autograd.grad((ref * weight).sum(), (first, second))
     ok = torch.allclose(out, ref, atol=1e-5, rtol=1e-4) and all(
         torch.allclose(g, r, atol=1e-5, rtol=1e-4) for g, r in zip(grads, ref_grads, strict=True)
     )
     if not ok:
-        logger.warning("cupy correlation kernel disagrees with PyTorch's on a self-check; using PyTorch's")
+        logger.warning("correlation kernel disagrees with PyTorch's on a self-check; using PyTorch's")
     return ok
 
 
