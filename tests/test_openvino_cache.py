@@ -105,6 +105,12 @@ def test_an_unwritable_cache_costs_only_the_saving(
         out = OpenVINOStage(model, cache_dir=tmp_path)(frames())
     assert out.shape == (1, 1, 3, *SIZE) and len(conversions) == 1
     assert "could not cache" in caplog.text
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")  # no cache at all can be made under it
+    with caplog.at_level(logging.WARNING, logger="cdvd.backends.openvino"):
+        out = OpenVINOStage(model, cache_dir=not_a_folder)(frames())
+    assert out.shape == (1, 1, 3, *SIZE) and len(conversions) == 2
+    assert "no OpenVINO compiled-model cache" in caplog.text
 
 
 def test_no_cache_dir_writes_nothing(model: CDVDTSP, conversions: list[int], tmp_path: Path) -> None:

@@ -83,8 +83,12 @@ class OpenVINOStage:
             root = Path(cache_dir) / "openvino"
             self._model = cached_stage(model, root / "ir", self._core)
             compiled = root / "compiled"
-            compiled.mkdir(parents=True, exist_ok=True)
-            self._core.set_property({"CACHE_DIR": str(compiled)})
+            try:
+                compiled.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                logger.warning("no OpenVINO compiled-model cache in %s (%s): compiling in every run", compiled, err)
+            else:
+                self._core.set_property({"CACHE_DIR": str(compiled)})
         self._compiled: dict[tuple[int, int], object] = {}
 
     def compiled_for(self, height: int, width: int) -> object:
