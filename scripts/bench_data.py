@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,23 +26,18 @@ import numpy as np
 import torch
 
 from cdvd.data import DeblurDataModule, FrameStore, pack_dataset, read_rgb, write_rgb
+from cdvd.hardware import cpu_description, cpu_flags
 
 SOURCES = ["png", "lmdb", "lmdb-raw"]
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def cpu_summary() -> str:
-    """The CPU model and which of the SIMD flags that matter here it has (from lscpu)."""
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "lscpu unavailable"
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    model = fields.get("Model name", "?").strip()
-    flags = set(fields.get("Flags", "").split())
+    """The CPU model and which of the SIMD flags that matter here it has."""
+    flags = cpu_flags()
     have = [f for f in SIMD_FLAGS if f in flags]
     lacks = [f for f in SIMD_FLAGS if f not in flags]
-    return f"{model}; flags: {' '.join(have) or 'none'}; without: {' '.join(lacks) or 'none'}"
+    return f"{cpu_description()['model']}; flags: {' '.join(have) or 'none'}; without: {' '.join(lacks) or 'none'}"
 
 
 def disk_bytes(path: Path) -> int:

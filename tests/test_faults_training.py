@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.cli import console_script, run_command, smoke_cli_args
+from helpers.processes import dead_pid
 
 import cdvd
 from cdvd.atomic import remove_stale_temp_files, temp_path
@@ -235,14 +235,13 @@ def test_resolvers_put_a_resumed_run_back_into_its_folder() -> None:
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = temp_path(tmp_path / "last.ckpt", pid=dead.pid)
+    pid = dead_pid()
+    stale = temp_path(tmp_path / "last.ckpt", pid=pid)
     live = temp_path(tmp_path / "epoch_0001.ckpt")  # this process: still writing
     other = tmp_path / ".notes.txt"
     for path in (stale, live, other):
         path.write_bytes(b"partial")
-    assert stale.name == f".last.tmp{dead.pid}.ckpt"
+    assert stale.name == f".last.tmp{pid}.ckpt"
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
 

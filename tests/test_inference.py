@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.processes import dead_pid
 
 from cdvd.atomic import temp_path
 from cdvd.data.clips import reflect_index, window_indices
@@ -325,9 +324,7 @@ def test_a_resumed_run_removes_the_partial_frames_of_killed_writers(tmp_path: Pa
     deblur_videos(engine, sources, tmp_path / "out", progress=False)
     out = tmp_path / "out" / "vid"
     (out / "frame_004.png").unlink()  # the frame a killed run was writing
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = temp_path(out / "frame_004.png", pid=dead.pid)
+    stale = temp_path(out / "frame_004.png", pid=dead_pid())
     live = temp_path(out / "frame_005.png")  # a writer that still runs (this process) keeps its file
     for path in (stale, live):
         path.write_bytes(b"\x89PNG partial")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.processes import dead_pid
 
+from cdvd.atomic import temp_path
 from cdvd.models import CDVDTSP
 from cdvd.runtime import default_cache_dir, resolve_cache_dir
 
@@ -55,15 +55,10 @@ def entries(cache: Path) -> list[Path]:
     return sorted((cache / "openvino" / "ir").iterdir())
 
 
-def dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(done.stdout)
-
-
 def test_a_second_stage_reads_the_cache_and_computes_the_same(
     model: CDVDTSP, conversions: list[int], tmp_path: Path
 ) -> None:
-    stale = tmp_path / "openvino" / "ir" / f".{'0' * 64}.tmp{dead_pid()}"
+    stale = temp_path(tmp_path / "openvino" / "ir" / ("0" * 64), pid=dead_pid())
     stale.mkdir(parents=True)  # what a process killed while saving leaves
     first = OpenVINOStage(model, cache_dir=tmp_path)(frames())
     assert len(conversions) == 1 and not stale.exists()

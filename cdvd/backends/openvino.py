@@ -29,7 +29,7 @@ import torch
 
 from cdvd.atomic import remove_stale_temp_files, temp_path
 from cdvd.export import convert_openvino, cpu_float_model, import_openvino
-from cdvd.fingerprint import source_sha256, weights_sha256
+from cdvd.fingerprint import file_sha256, source_sha256, weights_sha256
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -192,21 +192,13 @@ def cached_stage(model: CDVDTSP, folder: str | os.PathLike, core: object) -> obj
     return core.read_model(str(entry / "stage.xml"))  # type: ignore[attr-defined]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_entry(entry: Path) -> str | None:
     """None when ``entry`` holds the files its record lists with their recorded digests, else what is wrong."""
     try:
         record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
         expected = dict(record["sha256"])
         for name in ("stage.xml", "stage.bin"):
-            if _file_sha256(entry / name) != expected[name]:
+            if file_sha256(entry / name) != expected[name]:
                 return f"{name} differs from what was saved"
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"incomplete ({err})"
@@ -221,7 +213,7 @@ def _save_entry(ov: object, converted: object, entry: Path) -> None:
     tmp.mkdir()
     try:
         ov.save_model(converted, str(tmp / "stage.xml"), compress_to_fp16=False)  # type: ignore[attr-defined]
-        digests = {name: _file_sha256(tmp / name) for name in ("stage.xml", "stage.bin")}
+        digests = {name: file_sha256(tmp / name) for name in ("stage.xml", "stage.bin")}
         (tmp / RECORD).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": digests}, indent=1) + "\n")
         try:
             os.replace(tmp, entry)

@@ -7,7 +7,6 @@ starts over) instead of mixing frames of two models or reporting an old model's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cdvd import fingerprint
 from cdvd.atomic import atomic_destination
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
@@ -31,11 +31,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return fingerprint.file_sha256(path)
 
 
 def source_fingerprint(source: VideoSource) -> dict[str, Any]:
