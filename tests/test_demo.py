@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from helpers.cli import console_script
 
+from cdvd.cli.demo import demo_precision
+from cdvd.errors import ConfigError
+from cdvd.hardware import cpu_flags
+
 # a tiny dataset and two batches: the demo's wiring, not its result
 SHORT_TRAINING = (
     "data.synthesize.train.n_videos=2",
@@ -65,6 +69,9 @@ def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
     summary = json.loads((run / "demo_summary.json").read_text())
     assert summary["blurry"]["frames"] == summary["deblurred"]["frames"] == 5
     assert summary["steps"] == 3  # a fixed amount of work, whatever the machine's speed
+    # precision=auto follows this machine's CPU: bf16-mixed with AVX-512 BF16/AMX, 32-true on AVX2 only
+    assert summary["precision"] == demo_precision("auto", "cpu", cpu_flags())
+    assert f"precision {summary['precision']}" in result.stdout
     assert summary["deblurred"]["psnr"] == pytest.approx(summary["blurry"]["psnr"] + summary["gain_db"])
     assert len(list(Path(summary["frames"]).glob("*.png"))) == 5
     assert Path(summary["checkpoint"]).is_file()
@@ -72,3 +79,28 @@ def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (run / ".hydra" / "config.yaml").is_file()
     for word in ("blurry", "deblurred", "PSNR", "checkpoint", "TensorBoard"):
         assert word in result.stdout
+
+
+def test_demo_precision_follows_the_hardware() -> None:
+    avx2, amx = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert demo_precision("auto", "cpu", amx) == "bf16-mixed"
+    assert demo_precision("auto", "cpu", frozenset({"avx512_bf16"})) == "bf16-mixed"
+    assert demo_precision("auto", "cpu", avx2) == "32-true"  # emulated bf16 would be slower
+    assert demo_precision("auto", "gpu", amx) == "32-true"  # the host CPU's flags say nothing about the GPU
+    assert demo_precision("32-true", "cpu", amx) == "32-true"
+    assert demo_precision("bf16-mixed", "cpu", avx2) == "bf16-mixed"  # asked for: passed on
+    with pytest.raises(ConfigError, match="precision=bf17"):
+        demo_precision("bf17", "cpu", amx)
+
+
+def test_a_bad_demo_precision_stops_before_any_work(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [console_script("cdvd-demo"), "precision=fp64", "hydra.run.dir=demo_run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "precision=fp64" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "demo_run" / "data").exists()  # nothing synthesized

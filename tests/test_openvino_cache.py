@@ -139,3 +139,24 @@ def test_cache_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert resolve_cache_dir("auto") == tmp_path / "own"
     assert resolve_cache_dir(str(tmp_path / "x")) == tmp_path / "x"
     assert resolve_cache_dir(None) is None
+
+
+def test_one_infer_request_per_frame_size_and_no_shared_outputs(
+    model: CDVDTSP, conversions: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[int] = []
+    create = openvino.CompiledModel.create_infer_request
+
+    def counting(self: object) -> object:
+        made.append(1)
+        return create(self)
+
+    monkeypatch.setattr(openvino.CompiledModel, "create_infer_request", counting)
+    stage = OpenVINOStage(model, cache_dir=None)
+    generator = torch.Generator().manual_seed(2)
+    a, b = (torch.rand(4, 1, 3, *SIZE, generator=generator) for _ in range(2))
+    out_a, out_b, again_a = stage(a), stage(b), stage(a)
+    assert len(made) == 1  # 2 calls x 2 centres, one request
+    assert torch.equal(out_a, again_a) and not torch.equal(out_a, out_b)  # earlier results are not overwritten
+    stage(torch.rand(3, 1, 3, 24, 40, generator=generator))
+    assert len(made) == 2  # another frame size, another compiled model and request

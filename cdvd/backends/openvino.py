@@ -90,6 +90,7 @@ class OpenVINOStage:
             else:
                 self._core.set_property({"CACHE_DIR": str(compiled)})
         self._compiled: dict[tuple[int, int], object] = {}
+        self._requests: dict[tuple[int, int], object] = {}
 
     def compiled_for(self, height: int, width: int) -> object:
         """The compiled model for (H, W) frames (an ``openvino.CompiledModel``), compiling it on first use."""
@@ -114,6 +115,16 @@ class OpenVINOStage:
             self._compiled[key] = compiled
         return compiled
 
+    def request_for(self, height: int, width: int) -> object:
+        """The infer request that runs (H, W) frames, made once per compiled model and reused by every call (a
+        request holds its intermediate buffers; results are copied out of it)."""
+        key = (int(height), int(width))
+        request = self._requests.get(key)
+        if request is None:
+            request = self.compiled_for(*key).create_infer_request()  # type: ignore[attr-defined]
+            self._requests[key] = request
+        return request
+
     def inference_precision(self, height: int, width: int) -> str:
         """The precision OpenVINO actually runs (H, W) frames at (``f32`` or ``bf16``)."""
         return _type_name(self.compiled_for(height, width).get_property("INFERENCE_PRECISION_HINT"))
@@ -132,10 +143,9 @@ class OpenVINOStage:
         t, b, _, h, w = frames.shape
         if t < 3:
             raise ValueError(f"a cascade stage needs at least 3 frames, instead got {t}")
-        compiled = self.compiled_for(h, w)
+        request = self.request_for(h, w)
         array = frames.detach().to("cpu", torch.float32).numpy()
         out = np.empty((t - 2, b, 3, h, w), dtype=np.float32)
-        request = compiled.create_infer_request()
         for centre in range(1, t - 1):
             for k in range(b):
                 window = np.ascontiguousarray(array[centre - 1 : centre + 2, k : k + 1])
