@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 OPENVINO_PRECISIONS: dict[str, str] = {"fp32": "f32", "bf16": "bf16"}
 CACHE_FORMAT = 1  # bump when the cache's layout or record changes
 RECORD = "record.json"
+STAGE_FILES = ("stage.xml", "stage.bin")  # what save_model writes for the stage; the record holds their SHA-256
 
 
 class OpenVINOStage:
@@ -207,7 +208,7 @@ def _check_entry(entry: Path) -> str | None:
     try:
         record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
         expected = dict(record["sha256"])
-        for name in ("stage.xml", "stage.bin"):
+        for name in STAGE_FILES:
             if file_sha256(entry / name) != expected[name]:
                 return f"{name} differs from what was saved"
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -223,7 +224,7 @@ def _save_entry(ov: object, converted: object, entry: Path) -> None:
     tmp.mkdir()
     try:
         ov.save_model(converted, str(tmp / "stage.xml"), compress_to_fp16=False)  # type: ignore[attr-defined]
-        digests = {name: file_sha256(tmp / name) for name in ("stage.xml", "stage.bin")}
+        digests = {name: file_sha256(tmp / name) for name in STAGE_FILES}
         (tmp / RECORD).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": digests}, indent=1) + "\n")
         try:
             os.replace(tmp, entry)
