@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cdvd.errors import UserError, user_message
 from cdvd.tracking import register_resolvers
@@ -39,11 +43,59 @@ def quote_non_ascii(args: list[str]) -> list[str]:
     return quoted
 
 
+FULL_ERROR = "HYDRA_FULL_ERROR"
+"""Hydra's switch for whole tracebacks; set by the user, :func:`run_hydra` leaves every error to Hydra."""
+
+
 def prepare_argv() -> None:
     """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts, and registers
     the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders)."""
     register_resolvers()
     sys.argv[1:] = quote_non_ascii(sys.argv[1:])
+
+
+def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
+    """Run a console script's ``@hydra.main`` function; a command line Hydra cannot compose into a config (an
+    unknown setting, a missing config option, an override it cannot parse) is one line and exit 2, as every other
+    mistake of the user's (:func:`run_cli`), instead of Hydra's multi-line report and exit 1.
+
+    With ``HYDRA_FULL_ERROR=1`` set by the user, Hydra reports everything its own way.
+    """
+    prepare_argv()
+    if os.environ.get(FULL_ERROR) == "1":
+        hydra_main()
+        return
+    os.environ[FULL_ERROR] = "1"  # Hydra then raises its errors instead of printing them and exiting
+    try:
+        hydra_main()
+    except CompactHydraException as err:
+        fail(prog, hydra_message(err, prog))
+    finally:
+        os.environ.pop(FULL_ERROR, None)
+
+
+def hydra_message(err: CompactHydraException, prog: str) -> str:
+    """The user's line for a Hydra composition error: for an unknown key, the closest known one."""
+    cause = err.__cause__
+    parent = getattr(cause, "parent_node", None)
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and isinstance(parent, DictConfig) and full_key:
+        prefix, _, key = str(full_key).rpartition(".")
+        known = [str(k) for k in parent.keys() if not str(k).startswith("_")]
+        message = f"unknown setting {full_key}"
+        guess = difflib.get_close_matches(key, known, n=1)
+        if guess:
+            message += f" (did you mean {prefix + '.' if prefix else ''}{guess[0]}?)"
+        if "_target_" in parent:
+            return f"{message}; to pass a new argument to {parent._target_}, add it with +{full_key}=VALUE"
+        return f"{message}; `{prog} --cfg job` prints every setting"
+    text = str(err).split("Config search path:")[0]
+    # "Available options in 'data':\n\tdvd\n\tgopro" -> "available options in 'data': dvd, gopro"
+    return re.sub(
+        r"\s*Available options in ('[^']*'):((?:\s*\t\S+)+)",
+        lambda m: f"; available options in {m[1]}: " + ", ".join(m[2].split()),
+        text,
+    ).strip()
 
 
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -57,8 +109,9 @@ def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
     """Run ``task(cfg)``; a user's mistake is one line on stderr and exit 2, Ctrl-C one line and exit 130.
 
-    A :class:`cdvd.errors.UserError` (bad data, checkpoint or setting; the message names it) and an OmegaConf error
-    (a setting of the wrong type, a missing key) are the user's; anything else is a bug and keeps its traceback.
+    A :class:`cdvd.errors.UserError` (bad data, checkpoint or setting; the message names it), an OmegaConf error
+    (a setting of the wrong type, a missing key) and a Hydra instantiation error (a config group's arguments that
+    its class refuses: ``trainer.precision=bogus``) are the user's; anything else is a bug and keeps its traceback.
     """
     try:
         return task(cfg)
@@ -67,5 +120,23 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
         fail(prog, user_message(err))
     except OmegaConfBaseException as err:
         fail(prog, f"bad setting: {err}".replace("\n", "; "))
+    except InstantiationException as err:  # a config whose arguments its target refuses (trainer.precision=bogus)
+        logger.debug("instantiation error", exc_info=True)
+        fail(prog, instantiation_message(err))
     except KeyboardInterrupt:
         fail(prog, "interrupted (finished outputs are kept; rerun the same command to resume)", EXIT_INTERRUPTED)
+
+
+def instantiation_message(err: InstantiationException) -> str:
+    """``trainer: Precision 'bogus' is invalid ...`` from Hydra's "Error in call to target ...\nValueError(...)
+    \nfull_key: trainer"."""
+    text = str(err)
+    match = re.search(r"\nfull_key: (\S+)\s*$", text)
+    setting = match[1] if match else None
+    cause = err.__cause__
+    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+        cause = cause.__cause__  # a nested target's error: the innermost one says what is wrong
+    reason = str(cause) if cause is not None and str(cause) else text.split("\n")[0]
+    if match and reason == text:
+        reason = text[: match.start()]
+    return f"bad setting {setting}: {reason}" if setting else f"bad setting: {reason}"

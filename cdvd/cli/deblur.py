@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.data.sources import discover_sources, shard_sources
 from cdvd.errors import ConfigError
 from cdvd.inference.runner import is_video_output, plan_videos, run_plans
@@ -101,9 +101,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-deblur")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdvd.checkpoints import load_model
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.data.io import list_frames
 from cdvd.data.sources import discover_sources
 from cdvd.data.synthetic import synthesize
@@ -160,9 +160,8 @@ def _main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-demo")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.data.io import has_frames
 from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos, shard_sources
 from cdvd.errors import ConfigError
@@ -158,9 +158,8 @@ def _main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-eval")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdvd.atomic import atomic_destination
 from cdvd.checkpoints import load_model
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.errors import ConfigError
 from cdvd.export import PARTS, export_onnx, export_openvino, verify_export
 
@@ -86,9 +86,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-export")
 
 
 if __name__ == "__main__":

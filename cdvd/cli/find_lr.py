@@ -11,7 +11,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.lr_finder import find_lr
 
 
@@ -21,9 +21,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-find-lr")
 
 
 if __name__ == "__main__":

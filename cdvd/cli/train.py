@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, prepare_argv, run_cli
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.tracking import metric_value
 from cdvd.training import train
 
@@ -23,9 +23,8 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line, with non-ASCII values quoted for its grammar."""
-    prepare_argv()
-    _main()
+    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-train")
 
 
 if __name__ == "__main__":
