@@ -109,3 +109,40 @@ def test_hydra_full_error_set_by_the_user_keeps_hydras_traceback(tmp_path) -> No
     )
     assert env_result.returncode == 1
     assert "Traceback" in env_result.stderr and "ConfigCompositionException" in env_result.stderr
+
+
+def test_the_console_scripts_hide_lightnings_leafspec_warning() -> None:
+    """Lightning's fit builds torch's deprecated LeafSpec: a FutureWarning no user can act on, in every training."""
+    import warnings
+
+    from pytorch_lightning.utilities._pytree import _tree_flatten
+
+    from cdvd.cli.common import hide_third_party_warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _tree_flatten(1)
+    if not any("LeafSpec" in str(w.message) for w in shown):
+        pytest.skip("this torch does not deprecate LeafSpec")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        hide_third_party_warnings()
+        _tree_flatten(1)
+        warnings.warn("an unrelated FutureWarning stays visible", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in shown] == ["an unrelated FutureWarning stays visible"]
+
+
+def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
+    result = run_command(
+        [
+            console_script("cdvd-train"),
+            "experiment=smoke",
+            "optimizer._target_=torch.optim.Nope",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("cdvd-train: error: bad setting model:") and "'torch.optim.Nope'" in line
+    assert "HYDRA_FULL_ERROR" not in line

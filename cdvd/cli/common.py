@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -47,11 +48,26 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 """Hydra's switch for whole tracebacks; set by the user, :func:`run_hydra` leaves every error to Hydra."""
 
 
+#: Warnings of one library about another that a user can do nothing about, hidden by the console scripts:
+#: (message regex, category). Lightning builds torch's deprecated ``LeafSpec`` at every fit (torch >= 2.10).
+THIRD_PARTY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+)
+
+
 def prepare_argv() -> None:
-    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts, and registers
-    the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders)."""
+    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts, registers
+    the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders) and hides
+    :data:`THIRD_PARTY_WARNINGS`."""
     register_resolvers()
+    hide_third_party_warnings()
     sys.argv[1:] = quote_non_ascii(sys.argv[1:])
+
+
+def hide_third_party_warnings() -> None:
+    """Ignore :data:`THIRD_PARTY_WARNINGS` in this process (a console script's choice, never a library import's)."""
+    for message, category in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
@@ -62,7 +78,8 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
     With ``HYDRA_FULL_ERROR=1`` set by the user, Hydra reports everything its own way.
     """
     prepare_argv()
-    if os.environ.get(FULL_ERROR) == "1":
+    before = os.environ.get(FULL_ERROR)
+    if before == "1":
         hydra_main()
         return
     os.environ[FULL_ERROR] = "1"  # Hydra then raises its errors instead of printing them and exiting
@@ -71,7 +88,10 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
     except CompactHydraException as err:
         fail(prog, hydra_message(err, prog))
     finally:
-        os.environ.pop(FULL_ERROR, None)
+        if before is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = before
 
 
 def hydra_message(err: CompactHydraException, prog: str) -> str:
@@ -136,7 +156,7 @@ def instantiation_message(err: InstantiationException) -> str:
     cause = err.__cause__
     while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
         cause = cause.__cause__  # a nested target's error: the innermost one says what is wrong
-    reason = str(cause) if cause is not None and str(cause) else text.split("\n")[0]
-    if match and reason == text:
-        reason = text[: match.start()]
+    body = text[: match.start()] if match else text
+    reason = str(cause) if cause is not None and str(cause) else body  # a cause re-raised "from None": the text
+    reason = reason.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
     return f"bad setting {setting}: {reason}" if setting else f"bad setting: {reason}"
