@@ -40,6 +40,42 @@ def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) ->
     return number
 
 
+def check_count(name: str, value: Any, least: int) -> int:
+    """``value`` as a whole number >= ``least``, else a :class:`ConfigError` naming ``name``.
+
+    Args:
+        name: the setting's dotted name, for the message (``trainer.max_epochs``).
+        value: what the config holds (Hydra reads ``3`` as an int, ``3.0`` as a float and ``abc`` as a string).
+        least: the smallest value that works.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value}: not a whole number (e.g. {name}={max(least, 1)})")
+    if value < least:
+        raise ConfigError(f"{name}={value}: must be >= {least}")
+    return value
+
+
+#: Whole-number settings of Lightning's Trainer that users override, with the least value each takes (-1: no
+#: limit). A wrong type fails deep inside Lightning (``assert isinstance(self.max_epochs, int)``) otherwise.
+TRAINER_COUNTS: dict[str, int] = {
+    "max_epochs": -1,
+    "min_epochs": 0,
+    "max_steps": -1,
+    "min_steps": 0,
+    "check_val_every_n_epoch": 1,
+    "log_every_n_steps": 0,
+    "num_sanity_val_steps": -1,
+    "accumulate_grad_batches": 1,
+}
+
+
+def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
+    """The :data:`TRAINER_COUNTS` settings of a ``trainer`` config, where set (None: Lightning's default)."""
+    for key, least in TRAINER_COUNTS.items():
+        if trainer.get(key) is not None:
+            check_count(f"trainer.{key}", trainer[key], least)
+
+
 def check_learning_rates(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, flow_lr_scale: Any) -> None:
     """The optimiser's ``lr`` (and ``weight_decay``), a scheduler's ``max_lr`` and the flow net's lr scale.
 
@@ -101,10 +137,35 @@ def check_resume_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+#: Whole-number settings of the data module, with the least value each takes.
+DATA_COUNTS: dict[str, int] = {
+    "clip_length": 1,
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "patch_size": 1,
+    "n_frames_per_video": 1,
+    "samples_per_epoch": 1,
+    "batches_per_epoch": 1,
+    "val_n_frames_per_video": 1,
+    "num_workers": 0,
+}
+
+
+def check_data_counts(data: Mapping[str, Any]) -> None:
+    """The :data:`DATA_COUNTS` settings of a ``data`` config, where set."""
+    for key, least in DATA_COUNTS.items():
+        if data.get(key) is not None:
+            check_count(f"data.{key}", data[key], least)
+
+
 def check_training_config(cfg: Mapping[str, Any]) -> None:
     """Every check above on a composed ``cdvd-train`` config (a DictConfig or a plain mapping)."""
+    if cfg.get("seed") is not None:
+        check_count("seed", cfg["seed"], 0)
+    check_data_counts(cfg.get("data") or {})
     check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
     trainer = cfg.get("trainer") or {}
+    check_trainer_counts(trainer)
     check_accelerator(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"))
     if cfg.get("ckpt_path"):
         check_resume_checkpoint(cfg["ckpt_path"])

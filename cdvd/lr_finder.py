@@ -21,6 +21,7 @@ from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cdvd.atomic import atomic_destination
+from cdvd.config_checks import check_count, check_positive_number
 from cdvd.devices import resolve_device
 from cdvd.errors import ConfigError
 from cdvd.lit_module import build_param_groups
@@ -135,9 +136,20 @@ def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: flo
         fig.savefig(tmp, dpi=100)
 
 
+def check_lr_finder_settings(settings: Mapping[str, Any]) -> None:
+    """``lr_finder.start_lr``, ``end_lr`` (above ``start_lr``), ``diverge_th`` and ``num_iter``, named when wrong."""
+    start = check_positive_number("lr_finder.start_lr", settings["start_lr"])
+    end = check_positive_number("lr_finder.end_lr", settings["end_lr"])
+    if end <= start:
+        raise ConfigError(f"lr_finder.end_lr={settings['end_lr']}: must be above lr_finder.start_lr={start}")
+    check_positive_number("lr_finder.diverge_th", settings["diverge_th"])
+    check_count("lr_finder.num_iter", settings["num_iter"], 1)
+
+
 def find_lr(cfg: DictConfig) -> dict[str, Any]:
     """Run the range test of ``cfg.lr_finder`` and write the plot and the overrides into the run folder."""
     check_config(cfg)
+    check_lr_finder_settings(cfg.lr_finder)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     settings = cfg.lr_finder

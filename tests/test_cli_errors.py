@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
+from helpers.cli import compose_config, compose_train, console_script, run_command
 from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cdvd.cli.common import EXIT_USER_ERROR, FULL_ERROR, hydra_message, instantiation_message, run_hydra
-from tests.helpers.cli import compose_train, console_script, run_command
 
 
 def composition_error(overrides: list[str]) -> ConfigCompositionException:
@@ -146,3 +147,84 @@ def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("cdvd-train: error: bad setting model:") and "'torch.optim.Nope'" in line
     assert "HYDRA_FULL_ERROR" not in line
+
+
+# -- values of the wrong type: named before any work, not a ValueError deep inside (each was a traceback)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("seed=abc", "seed=abc: not a whole number"),
+        ("data.batch_size=abc", "data.batch_size=abc: not a whole number"),
+        ("data.num_workers=-1", "data.num_workers=-1: must be >= 0"),
+        ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5: not a whole number"),
+    ],
+)
+def test_training_settings_of_the_wrong_type_are_named(override: str, named: str) -> None:
+    from cdvd.config_checks import check_training_config
+    from cdvd.errors import ConfigError
+
+    check_training_config(compose_train(["experiment=smoke"]))  # the shipped settings pass
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        check_training_config(compose_train(["experiment=smoke", override]))
+
+
+def test_lr_finder_settings_are_named() -> None:
+    from cdvd.errors import ConfigError
+    from cdvd.lr_finder import check_lr_finder_settings
+
+    good = {"start_lr": 1e-7, "end_lr": 1.0, "diverge_th": 5, "num_iter": 100}
+    check_lr_finder_settings(good)
+    for change, named in (
+        ({"num_iter": "abc"}, "lr_finder.num_iter=abc"),
+        ({"end_lr": 1e-9}, "lr_finder.end_lr=1e-09: must be above"),
+        ({"start_lr": "x"}, "lr_finder.start_lr=x"),
+        ({"diverge_th": 0}, "lr_finder.diverge_th=0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            check_lr_finder_settings({**good, **change})
+
+
+def test_synthesis_settings_are_named_before_anything_is_written(tmp_path) -> None:
+    from cdvd.data.synthetic import synthesize
+    from cdvd.errors import UserError
+
+    for settings, named in (
+        ({"n_videos": "abc"}, "n_videos=abc"),
+        ({"size": "abc"}, "size=abc"),
+        ({"size": [64, 4]}, "size=4: must be >= 8"),
+        ({"gamma": 0}, "gamma=0: must be > 0"),
+        ({"noise_std": "lots"}, "noise_std=lots"),
+        ({"jpeg_quality": 0}, "jpeg_quality=0"),
+    ):
+        with pytest.raises(UserError, match=re.escape(named)):
+            synthesize(tmp_path / "out", **settings)
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_check_settings_are_named_before_the_model_loads(tmp_path) -> None:
+    from cdvd.cli.export import _plan
+    from cdvd.errors import ConfigError
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"not read by the plan")
+    base = compose_config("export", [f"checkpoint={checkpoint}", f"output={tmp_path / 'out'}"])
+    _plan(base)
+    for override, named in (
+        ("tolerance=abc", "tolerance=abc: not a number"),
+        ("check_size=[70,98]", "check_size=[70, 98]: expected [H, W], multiples of 4"),
+        ("check_size=[72]", "check_size=[72]"),
+    ):
+        cfg = compose_config("export", [f"checkpoint={checkpoint}", f"output={tmp_path / 'out'}", override])
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            _plan(cfg)
+
+
+def test_cdvd_synth_reports_a_wrong_type_in_one_line(tmp_path) -> None:
+    result = run_command([console_script("cdvd-synth"), "output=data", "n_frames=abc"], tmp_path)
+    assert result.returncode == EXIT_USER_ERROR
+    assert result.stderr.strip().splitlines() == [
+        "cdvd-synth: error: n_frames=abc: not a whole number (e.g. n_frames=1)"
+    ]
+    assert not (tmp_path / "data").exists()

@@ -93,14 +93,29 @@ def test_demo_precision_follows_the_hardware() -> None:
         demo_precision("bf17", "cpu", amx)
 
 
-def test_a_bad_demo_precision_stops_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("precision=fp64", "precision=fp64"),
+        ("steps=-1", "steps=-1: must be >= 1"),
+        ("steps=abc", "steps=abc"),
+        ("seed=abc", "seed=abc: not a whole number"),
+    ],
+    ids=[
+        "precision",
+        "steps-negative",
+        "steps-abc",
+        "seed-abc",
+    ],  # steps=-1 would train without end: no epoch limit either
+)
+def test_a_bad_demo_setting_stops_before_any_work(tmp_path: Path, setting: str, named: str) -> None:
     result = subprocess.run(
-        [console_script("cdvd-demo"), "precision=fp64", "hydra.run.dir=demo_run"],
+        [console_script("cdvd-demo"), setting, "hydra.run.dir=demo_run"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
-    assert "precision=fp64" in result.stderr and "Traceback" not in result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "demo_run" / "data").exists()  # nothing synthesized

@@ -32,9 +32,11 @@ from cdvd.checkpoints import (
 from cdvd.config_checks import (
     ConfigError,
     check_accelerator,
+    check_count,
     check_learning_rates,
     check_positive_number,
     check_resume_checkpoint,
+    check_trainer_counts,
 )
 from cdvd.data.resumable import ResumableDataLoader
 from cdvd.errors import user_message
@@ -380,6 +382,22 @@ def test_number_checks_name_the_setting() -> None:
         check_learning_rates({"lr": 1e-4}, None, -0.5)
 
 
+def test_whole_number_settings_name_the_setting() -> None:
+    assert check_count("trainer.max_epochs", -1, -1) == -1  # Lightning's "no limit"
+    assert check_count("trainer.max_epochs", 7, -1) == 7
+    for value, match in (
+        ("abc", "not a whole number"),
+        (2.5, "not a whole number"),
+        (True, "not a whole"),
+        (-2, "must be >= -1"),
+    ):
+        with pytest.raises(ConfigError, match=f"trainer.max_epochs={value}: {match}"):
+            check_count("trainer.max_epochs", value, -1)
+    check_trainer_counts({"max_epochs": 3, "max_steps": -1, "min_epochs": None, "precision": "32-true"})
+    with pytest.raises(ConfigError, match="trainer.accumulate_grad_batches=0: must be >= 1"):
+        check_trainer_counts({"max_epochs": 3, "accumulate_grad_batches": 0})
+
+
 def test_gpu_settings_without_a_gpu_name_the_setting() -> None:
     check_accelerator("cpu", 1, cuda_devices=0)
     check_accelerator("auto", 1, cuda_devices=0)
@@ -432,11 +450,19 @@ def test_worker_errors_come_back_as_their_own_line(tmp_path: Path) -> None:
     [
         (["optimizer.lr=abc"], "optimizer.lr=abc"),
         (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs=abc"),
         (["experiment=paper_gopro", "data.root=/no/such/gopro"], "trainer.accelerator=gpu"),
         (["ckpt_path=TRUNCATED"], "truncated.ckpt"),
         (["data.num_workers=1", "data.check_sizes=false", "data.root=CORRUPT"], "00003.png"),
     ],
-    ids=["lr-abc", "lr-negative", "paper-without-gpu", "truncated-ckpt_path", "corrupt-frame-in-worker"],
+    ids=[
+        "lr-abc",
+        "lr-negative",
+        "max_epochs-abc",
+        "paper-without-gpu",
+        "truncated-ckpt_path",
+        "corrupt-frame-in-worker",
+    ],
 )
 def test_training_user_errors_are_one_line_and_exit_2(
     overrides: list[str], named: str, tiny_dataset: Path, tmp_path: Path

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from cdvd.checkpoints import load_model
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+from cdvd.config_checks import check_count
 from cdvd.data.io import list_frames
 from cdvd.data.sources import discover_sources
 from cdvd.data.synthetic import synthesize
@@ -34,7 +35,7 @@ from cdvd.errors import ConfigError
 from cdvd.evaluation import evaluate_pairs
 from cdvd.hardware import cpu_flags, cpu_has_native_bf16
 from cdvd.inference import VideoDeblurrer, deblur_videos
-from cdvd.training import train
+from cdvd.training import check_config, train
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,14 @@ def training_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if device == "auto":
         device = "gpu" if torch.cuda.is_available() else "cpu"
     precision = demo_precision(str(cfg.precision), device, cpu_flags())
+    steps = check_count("steps", cfg.steps, 1)  # the demo trains with no epoch limit: steps must end it
     overrides = [
         "experiment=demo",
         f"paths.output_dir={run_dir}",
         f"data.root={run_dir / 'data'}",
         f"trainer.accelerator={device}",
         f"trainer.precision={precision}",
-        f"++trainer.max_steps={int(cfg.steps)}",
+        f"++trainer.max_steps={steps}",
         "trainer.max_epochs=-1",
         f"seed={cfg.seed}",
         *cfg.train_overrides,
@@ -96,6 +98,7 @@ def run_demo(cfg: DictConfig) -> dict[str, Any]:
     # is one more video from photos and a camera path the training never saw
     heldout = data / "heldout"
     train_cfg = training_config(cfg, run_dir)  # the settings first: a bad one costs no synthesis
+    check_config(train_cfg)
     synthesize(heldout, **cfg.heldout)
 
     started = time.perf_counter()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdvd.atomic import atomic_destination
 from cdvd.checkpoints import load_model
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+from cdvd.config_checks import check_count, check_positive_number
 from cdvd.errors import ConfigError
 from cdvd.export import PARTS, export_onnx, export_openvino, verify_export
 
@@ -39,6 +40,10 @@ def _plan(cfg: DictConfig) -> tuple[Path, list[tuple[str, str, Path]]]:
     for part in parts:
         if part not in PARTS:
             raise ConfigError(f"parts: {part} is not one of {', '.join(PARTS)}")
+    check_positive_number("tolerance", cfg.tolerance)
+    sides = [check_count("check_size", side, 4) for side in cfg.check_size]
+    if len(sides) != 2 or any(side % 4 for side in sides):
+        raise ConfigError(f"check_size={list(cfg.check_size)}: expected [H, W], multiples of 4 (e.g. [72, 100])")
     output = Path(cfg.output)
     jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
     existing = [str(path) for _, _, path in jobs if path.exists()]

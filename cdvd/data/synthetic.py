@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from cdvd.config_checks import check_count, check_positive_number
 from cdvd.data.camera_blur import (
     builtin_images,
     camera_path,
@@ -44,6 +45,7 @@ from cdvd.data.camera_blur import (
     to_linear,
 )
 from cdvd.data.io import DataError, write_rgb
+from cdvd.errors import ConfigError
 from cdvd.metrics import psnr_uint8
 
 logger = logging.getLogger(__name__)
@@ -100,10 +102,28 @@ def synthesize(
         A summary: the output folder, the settings, and per video its name, source and PSNR of blurry vs GT.
 
     Raises:
-        DataError: a bad setting, an existing output (without ``overwrite``) or an unreadable source.
+        DataError: a bad setting (named: ``n_frames=abc: not a whole number``), an existing output (without
+            ``overwrite``) or an unreadable source.
     """
     output = Path(output)
-    sides = (int(size), int(size)) if isinstance(size, int | float) else tuple(int(s) for s in size)
+    try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
+        for name, count in (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames), ("seed", seed)):
+            check_count(name, count, 0 if name == "seed" else 1)
+        for name, number in (
+            ("motion_min", motion_min),
+            ("motion_max", motion_max),
+            ("rotation", rotation),
+            ("zoom", zoom),
+            ("noise_std", noise_std),
+        ):
+            check_positive_number(name, number, allow_zero=True)
+        check_positive_number("gamma", gamma)
+        if jpeg_quality is not None:
+            check_count("jpeg_quality", jpeg_quality, 1)
+        scalar = isinstance(size, int | float | str)
+        sides = tuple(check_count("size", side, 8) for side in ([size, size] if scalar else size))
+    except ConfigError as err:
+        raise DataError(str(err)) from None
     settings = {
         "source": source,
         "source_path": None if source_path is None else str(source_path),
