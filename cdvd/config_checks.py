@@ -9,14 +9,18 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from cdvd.checkpoints import CheckpointError
 from cdvd.errors import ConfigError
+from cdvd.models.cdvd_tsp import CLIP_LENGTH
+from cdvd.models.correlation import CORRELATION_BACKENDS
 
 
 def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -158,11 +162,69 @@ def check_data_counts(data: Mapping[str, Any]) -> None:
             check_count(f"data.{key}", data[key], least)
 
 
+def check_network(net: Mapping[str, Any], clip_length: Any = CLIP_LENGTH) -> None:
+    """``model.net``'s sizes and correlation backend, and the data's ``clip_length`` the network takes."""
+    check_count("model.net.n_feat", net.get("n_feat", 32), 1)
+    check_count("model.net.n_resblock", net.get("n_resblock", 3), 0)
+    backend = net.get("corr_backend", "auto")
+    if backend not in CORRELATION_BACKENDS:
+        raise ConfigError(f"model.net.corr_backend={backend}: expected one of {', '.join(CORRELATION_BACKENDS)}")
+    if clip_length != CLIP_LENGTH:
+        raise ConfigError(f"data.clip_length={clip_length}: CDVD-TSP restores the centre of {CLIP_LENGTH}-frame clips")
+
+
+#: Arguments of optimisers and schedulers that take a string (torch's OneCycleLR, CyclicLR, ReduceLROnPlateau);
+#: every other argument is a number, a flag, a list of numbers or null.
+STRING_ARGUMENTS = frozenset({"anneal_strategy", "mode", "scale_mode", "threshold_mode"})
+
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+def check_numeric_arguments(group: str, arguments: Mapping[str, Any] | None) -> None:
+    """The arguments of a ``_target_`` config (``optimizer``, ``scheduler.scheduler``, ``loss``) that must be
+    numbers: ``scheduler.scheduler.gamma=abc`` is named now, not when the scheduler first steps (epoch 200)."""
+    for key, value in (arguments or {}).items():
+        key = str(key)
+        if key.startswith("_") or key in STRING_ARGUMENTS or value is None or isinstance(value, bool | Mapping):
+            continue
+        values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise ConfigError(f"{group}.{key}={_shown(value)}: not a number")
+
+
+def check_optimizer(optimizer: Mapping[str, Any]) -> None:
+    """Build the optimiser on one stand-in parameter: its own checks (``betas`` in [0, 1), ...) run now."""
+    check_numeric_arguments("optimizer", optimizer)
+    try:
+        factory = instantiate(optimizer)
+        factory(params=[torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError, InstantiationException) as err:
+        raise ConfigError(f"optimizer ({optimizer.get('_target_')}): {_innermost(err)}") from None
+
+
+def check_scheduler(scheduler: Mapping[str, Any] | None) -> None:
+    """``scheduler.interval`` and the scheduler's numeric arguments."""
+    if not scheduler:
+        return
+    interval = scheduler.get("interval", "epoch")
+    if interval not in SCHEDULER_INTERVALS:
+        raise ConfigError(f"scheduler.interval={interval}: expected one of {', '.join(SCHEDULER_INTERVALS)}")
+    inner = scheduler.get("scheduler")
+    if isinstance(inner, Mapping):
+        check_numeric_arguments("scheduler.scheduler", inner)
+
+
 def check_training_config(cfg: Mapping[str, Any]) -> None:
     """Every check above on a composed ``cdvd-train`` config (a DictConfig or a plain mapping)."""
     if cfg.get("seed") is not None:
         check_count("seed", cfg["seed"], 0)
-    check_data_counts(cfg.get("data") or {})
+    data = cfg.get("data") or {}
+    check_data_counts(data)
+    check_network(cfg["model"].get("net") or {}, data.get("clip_length", CLIP_LENGTH))
+    check_numeric_arguments("loss", cfg.get("loss"))
+    check_optimizer(cfg["optimizer"])
+    check_scheduler(cfg.get("scheduler"))
     check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
     trainer = cfg.get("trainer") or {}
     check_trainer_counts(trainer)
@@ -184,3 +246,17 @@ def user_error_of(err: BaseException, types: tuple[type[BaseException], ...]) ->
             return seen
         seen = seen.__cause__
     return None
+
+
+def _shown(value: Any) -> str:
+    """A config value as the user typed it: ``[2, 3]``, not ``ListConfig([2, 3])``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _innermost(err: BaseException) -> str:
+    """The message of the innermost cause of ``err`` (Hydra wraps a constructor's error in its own)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err).splitlines()[-1] if str(err) else type(err).__name__

@@ -145,7 +145,7 @@ def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
     )
     assert result.returncode == EXIT_USER_ERROR, result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("cdvd-train: error: bad setting model:") and "'torch.optim.Nope'" in line
+    assert line.startswith("cdvd-train: error: optimizer (torch.optim.Nope):") and "'torch.optim.Nope'" in line
     assert "HYDRA_FULL_ERROR" not in line
 
 
@@ -159,6 +159,16 @@ def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
         ("data.batch_size=abc", "data.batch_size=abc: not a whole number"),
         ("data.num_workers=-1", "data.num_workers=-1: must be >= 0"),
         ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5: not a whole number"),
+        ("model.net.n_feat=abc", "model.net.n_feat=abc: not a whole number"),  # was a TypeError in string formatting
+        ("model.net.n_feat=0", "model.net.n_feat=0: must be >= 1"),  # a RuntimeError in the first conv
+        ("model.net.n_resblock=-1", "model.net.n_resblock=-1: must be >= 0"),  # trained silently
+        ("model.net.corr_backend=xyz", "model.net.corr_backend=xyz"),  # a ValueError at the first forward
+        ("data.clip_length=3", "data.clip_length=3: CDVD-TSP restores the centre of 5-frame clips"),
+        ("loss.hem_weight=abc", "loss.hem_weight=abc: not a number"),  # a TypeError in the first step
+        ("optimizer.betas=abc", "optimizer.betas=abc: not a number"),
+        ("optimizer.betas=[2,3]", "optimizer (torch.optim.Adam): Invalid beta parameter at index 0: 2"),
+        ("scheduler.scheduler.gamma=abc", "scheduler.scheduler.gamma=abc: not a number"),  # failed at epoch 200
+        ("scheduler.interval=weekly", "scheduler.interval=weekly: expected one of epoch, step"),
     ],
 )
 def test_training_settings_of_the_wrong_type_are_named(override: str, named: str) -> None:
@@ -228,3 +238,59 @@ def test_cdvd_synth_reports_a_wrong_type_in_one_line(tmp_path) -> None:
         "cdvd-synth: error: n_frames=abc: not a whole number (e.g. n_frames=1)"
     ]
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "demo", "paper_dvd", "paper_gopro", "fork2021_dvd"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["hparams_search=lr_optuna"], ["scheduler=onecycle", "optimizer=adamw"], ["callbacks=[default,ema]"]],
+)
+def test_the_shipped_experiments_pass_the_setting_checks(experiment: str, extra: list[str]) -> None:
+    from cdvd.config_checks import (
+        check_data_counts,
+        check_network,
+        check_numeric_arguments,
+        check_optimizer,
+        check_scheduler,
+        check_trainer_counts,
+    )
+
+    cfg = compose_train([f"experiment={experiment}", *extra])
+    check_data_counts(cfg.data)
+    check_trainer_counts(cfg.trainer)
+    check_network(cfg.model.net, cfg.data.clip_length)
+    check_numeric_arguments("loss", cfg.loss)
+    check_optimizer(cfg.optimizer)
+    check_scheduler(cfg.scheduler)
+
+
+def test_the_network_refuses_sizes_and_backends_it_cannot_build() -> None:
+    from cdvd.models import CDVDTSP
+
+    for kwargs, named in (
+        ({"n_feat": 0}, "n_feat must be a whole number >= 1"),
+        ({"n_feat": "8"}, "n_feat must be a whole number >= 1, instead got '8'"),
+        ({"n_resblock": -1}, "n_resblock must be a whole number >= 0"),
+        ({"corr_backend": "xyz"}, "corr_backend must be one of auto, torch, cupy"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            CDVDTSP(**kwargs)
+
+
+def test_a_setting_lightning_refuses_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from cdvd.cli.common import run_cli
+
+    def task(_cfg: object) -> None:
+        raise MisconfigurationException(
+            "`ModelCheckpoint(monitor='val/nope')` could not find the monitored key\nin: [a]"
+        )
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(task, OmegaConf.create({}), "cdvd-train")
+    assert exited.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("cdvd-train: error: bad setting: `ModelCheckpoint(monitor='val/nope')`") and err.count("\n") == 1
+    )

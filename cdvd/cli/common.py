@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from cdvd.errors import UserError, user_message
 from cdvd.tracking import register_resolvers
@@ -143,6 +144,9 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
     except InstantiationException as err:  # a config whose arguments its target refuses (trainer.precision=bogus)
         logger.debug("instantiation error", exc_info=True)
         fail(prog, instantiation_message(err))
+    except MisconfigurationException as err:  # Lightning's word for a setting it cannot work with
+        logger.debug("Lightning refused a setting", exc_info=True)
+        fail(prog, f"bad setting: {err}")
     except KeyboardInterrupt:
         fail(prog, "interrupted (finished outputs are kept; rerun the same command to resume)", EXIT_INTERRUPTED)
 

@@ -25,6 +25,7 @@ from cdvd.models.correlation_window import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
 logger = logging.getLogger(__name__)
 
 CorrelationBackend = Literal["auto", "torch", "cupy"]
+CORRELATION_BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy")
 
 
 def _windows(padded: torch.Tensor, height: int, width: int) -> Iterator[torch.Tensor]:
