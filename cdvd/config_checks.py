@@ -223,9 +223,9 @@ def check_training_config(cfg: Mapping[str, Any]) -> None:
     check_data_counts(data)
     check_network(cfg["model"].get("net") or {}, data.get("clip_length", CLIP_LENGTH))
     check_numeric_arguments("loss", cfg.get("loss"))
+    check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
     check_optimizer(cfg["optimizer"])
     check_scheduler(cfg.get("scheduler"))
-    check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
     trainer = cfg.get("trainer") or {}
     check_trainer_counts(trainer)
     check_accelerator(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"))

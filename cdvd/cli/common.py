@@ -14,7 +14,6 @@ from typing import NoReturn, TypeVar
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from cdvd.errors import UserError, user_message
 from cdvd.tracking import register_resolvers
@@ -144,11 +143,20 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig, prog: str) -> T:
     except InstantiationException as err:  # a config whose arguments its target refuses (trainer.precision=bogus)
         logger.debug("instantiation error", exc_info=True)
         fail(prog, instantiation_message(err))
-    except MisconfigurationException as err:  # Lightning's word for a setting it cannot work with
+    except Exception as err:
+        if not is_lightning_misconfiguration(err):
+            raise
         logger.debug("Lightning refused a setting", exc_info=True)
         fail(prog, f"bad setting: {err}")
     except KeyboardInterrupt:
         fail(prog, "interrupted (finished outputs are kept; rerun the same command to resume)", EXIT_INTERRUPTED)
+
+
+def is_lightning_misconfiguration(err: BaseException) -> bool:
+    """Whether ``err`` is Lightning's MisconfigurationException (its word for a setting it cannot work with), without
+    importing Lightning: the commands that do not train never load it (seconds of start-up)."""
+    module = sys.modules.get("lightning_fabric.utilities.exceptions")
+    return module is not None and isinstance(err, module.MisconfigurationException)
 
 
 def instantiation_message(err: InstantiationException) -> str:
