@@ -193,9 +193,17 @@ def pwc_file_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def _first_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (torch's unpickling errors run to a dozen lines)."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0].strip() if text else ''}".rstrip(": ")
+    """``Type: what went wrong``, short: torch's unpickling errors run to a dozen lines and open with advice to
+    load the file with ``weights_only=False`` (running whatever it holds), which is not ours to give."""
+    text = str(err).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # the detail sits between the advice and a pointer to the documentation
+        detail = " ".join(text.split(marker, 1)[1].split("Check the documentation", 1)[0].split())
+        if detail:
+            return f"{type(err).__name__}: {detail}"
+    lines = text.splitlines()
+    first = lines[0].strip().split(". ")[0] if lines else ""
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -17,6 +17,7 @@ from cdvd.checkpoints import (
     original_key_to_ours,
     original_to_ours,
     ours_to_original,
+    safe_torch_load,
 )
 from cdvd.models import CDVDTSP
 
@@ -260,3 +261,20 @@ def test_flow_file_with_wrong_keys(tmp_path: Path, original_state: dict[str, tor
     with pytest.raises(CheckpointError, match="missing") as info:
         cdvd.load_flow_weights(CDVDTSP(n_feat=4, n_resblock=1), path)
     assert str(path) in str(info.value)
+
+
+def test_an_unreadable_checkpoint_is_named_without_torchs_advice_to_load_it_unsafely(tmp_path) -> None:
+    """torch's message for a foreign file opens with "Re-running torch.load with weights_only set to False will
+    likely succeed": advice that runs whatever the file holds. The user gets the file and what is wrong."""
+    foreign = tmp_path / "notes.pt"
+    foreign.write_bytes(b"x")
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.arange(5000.0)}, whole)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[:3000])
+    for path, reason in ((foreign, "Unsupported operand"), (truncated, "failed reading zip archive")):
+        with pytest.raises(CheckpointError) as caught:
+            safe_torch_load(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path} is not a readable checkpoint") and reason in message
+        assert "weights_only" not in message and "\n" not in message and len(message) < 300
