@@ -209,7 +209,10 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     tmp_path: Path, checkpoints: tuple[Path, Path], sig: signal.Signals
 ) -> None:
     rng = np.random.default_rng(2)
-    n_frames = 30  # the signal lands when the first frame is out: 29 more (over 2 s) leave it time to land mid-run
+    # the signal goes when the first frame is out; the other frames (about 9 s of work) must outlast the signal's
+    # way in on a loaded 2-core CI machine, where the polling test process can wait seconds for a core (30 frames
+    # did not: the run finished first)
+    n_frames = 60
     for i in range(n_frames):
         write_rgb(tmp_path / "in" / f"{i:05d}.png", rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8))
     ck = f"checkpoint={checkpoints[0]}"
