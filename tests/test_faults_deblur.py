@@ -209,16 +209,22 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     tmp_path: Path, checkpoints: tuple[Path, Path], sig: signal.Signals
 ) -> None:
     rng = np.random.default_rng(2)
-    # the signal goes when the first frame is out; the other frames (about 9 s of work) must outlast the signal's
-    # way in on a loaded 2-core CI machine, where the polling test process can wait seconds for a core (30 frames
-    # did not: the run finished first)
-    n_frames = 60
+    n_frames = 60  # the signal goes when the first frame is out: the other frames must outlast its way in
     for i in range(n_frames):
         write_rgb(tmp_path / "in" / f"{i:05d}.png", rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8))
     ck = f"checkpoint={checkpoints[0]}"
     assert deblur(["input=in", "output=whole", ck], tmp_path).returncode == 0
     args = [console_script("cdvd-deblur"), "device=cpu", "progress=false", "input=in", "output=cut", ck]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C in a terminal: SIGINT at its default. A test run started in the background of a non-interactive
+        # shell (`bash .ci/run &`) ignores SIGINT, and children inherit that: the run would finish, exit 0
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     out = tmp_path / "cut" / "in"
 
     def frames_written() -> int:  # whole frames only (list_frames leaves out the hidden partial files)
