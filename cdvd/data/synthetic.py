@@ -107,8 +107,9 @@ def synthesize(
     """
     output = Path(output)
     try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
-        for name, count in (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames), ("seed", seed)):
-            check_count(name, count, 0 if name == "seed" else 1)
+        for name, count in (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames)):
+            check_count(name, count, 1)
+        check_count("seed", seed, 0)
         for name, number in (
             ("motion_min", motion_min),
             ("motion_max", motion_max),
@@ -225,19 +226,15 @@ def check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> N
             raise DataError(f"source_path not found: {source_path}")
         if source == "folder" and not Path(source_path).is_dir():
             raise DataError(f"source=folder needs a folder of images, instead got the file {source_path}")
-    for key in ("n_videos", "n_frames", "sub_frames"):
-        if int(settings[key]) < 1:
-            raise DataError(f"{key} must be at least 1, instead got {settings[key]}")
-    if min(settings["size"]) < 8 or len(settings["size"]) != 2:
+    # counts, sizes, signs and types are checked by synthesize() before it builds ``settings``
+    if len(settings["size"]) != 2:
         raise DataError(f"size must be a side or (H, W) of at least 8 pixels, instead got {settings['size']}")
     if not 0 <= settings["motion_min"] <= settings["motion_max"]:
         raise DataError(
             f"need 0 <= motion_min <= motion_max, instead got {settings['motion_min']} and {settings['motion_max']}"
         )
-    if settings["gamma"] <= 0 or settings["noise_std"] < 0 or settings["rotation"] < 0 or settings["zoom"] < 0:
-        raise DataError("gamma must be positive; noise_std, rotation and zoom must be >= 0")
     quality = settings["jpeg_quality"]
-    if quality is not None and not 1 <= int(quality) <= 100:
+    if quality is not None and quality > 100:
         raise DataError(f"jpeg_quality must be in 1..100 or null, instead got {quality}")
     if output.exists() and not output.is_dir():
         raise DataError(f"output exists and is not a folder: {output}")

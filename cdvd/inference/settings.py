@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import av
 from omegaconf import DictConfig, OmegaConf
@@ -22,12 +22,10 @@ from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer, check_backend
 from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
-from cdvd.models.correlation import CorrelationBackend, cupy_available
+from cdvd.models.correlation import CORRELATION_BACKENDS, cupy_available
 from cdvd.protocol import check_frame_set
 from cdvd.runtime import resolve_cache_dir
 from cdvd.video.formats import X264_PRESETS
-
-CORR_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
 
 
 @dataclass
@@ -75,8 +73,8 @@ class DeblurSettings:
             check_backend(self.backend, channels_last=self.channels_last, compile=self.compile)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        if self.corr_backend not in CORR_BACKENDS:
-            raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORR_BACKENDS)}")
+        if self.corr_backend not in CORRELATION_BACKENDS:
+            raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORRELATION_BACKENDS)}")
         if self.fps is not None and self.fps <= 0:
             raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
         if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:

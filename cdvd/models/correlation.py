@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from cdvd.models.correlation_window import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
 logger = logging.getLogger(__name__)
 
 CorrelationBackend = Literal["auto", "torch", "cupy"]
-CORRELATION_BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy")
+CORRELATION_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
 
 
 def _windows(padded: torch.Tensor, height: int, width: int) -> Iterator[torch.Tensor]:
