@@ -4,7 +4,7 @@ Synthesizes a small paired dataset from scikit-image's photos, trains the ``demo
 with a residual output) for a fixed number of steps, deblurs a held-out synthetic clip and prints a table of blurry
 input vs deblurred output (PSNR, SSIM), with the paths of the frames, the checkpoint and the TensorBoard logs.
 
-    cdvd-demo                         # about 6 minutes on 2 CPU cores; a GPU is used when present
+    cdvd-demo                         # 6-7 minutes on 2 CPU cores; a GPU is used when present
     cdvd-demo steps=80                # shorter (a smaller gain)
     cdvd-demo precision=32-true       # fp32 training everywhere (auto: bf16-mixed on CPUs with native bf16)
     cdvd-demo 'train_overrides=["model.net.n_feat=16"]'
