@@ -1,9 +1,26 @@
-"""cdvd: CDVD-TSP video deblurring with PyTorch Lightning and Hydra."""
+"""cdvd: CDVD-TSP video deblurring with PyTorch Lightning and Hydra.
 
-from cdvd.checkpoints import CheckpointError, load_flow_weights, load_model, load_weights, save_original
-from cdvd.models import CDVDTSP, CascadeOutput
+The names below load on first use: ``import cdvd.errors`` (or ``python -m cdvd``) costs no torch import, while
+``cdvd.load_model(path)`` works as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "CDVDTSP": "cdvd.models",
+    "CascadeOutput": "cdvd.models",
+    "CheckpointError": "cdvd.checkpoints",
+    "load_flow_weights": "cdvd.checkpoints",
+    "load_model": "cdvd.checkpoints",
+    "load_weights": "cdvd.checkpoints",
+    "save_original": "cdvd.checkpoints",
+}
 
 __all__ = [
     "CDVDTSP",
@@ -14,3 +31,20 @@ __all__ = [
     "load_weights",
     "save_original",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from cdvd.checkpoints import CheckpointError, load_flow_weights, load_model, load_weights, save_original
+    from cdvd.models import CDVDTSP, CascadeOutput
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cdvd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

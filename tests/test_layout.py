@@ -119,3 +119,15 @@ def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:
     b.write_text("import cdvd.a\n")
     assert _imports(a, "cdvd.a", {"cdvd.a", "cdvd.b"}) == {"cdvd.b"}
     assert _imports(b, "cdvd.b", {"cdvd.a", "cdvd.b"}) == {"cdvd.a"}
+
+
+def test_importing_the_errors_loads_no_torch() -> None:
+    """``cdvd/__init__.py`` is lazy: the error types (and ``python -m cdvd``) cost no torch import, while the public
+    names still resolve on first use."""
+    code = (
+        "import sys, cdvd.errors; print('torch' in sys.modules);"
+        "import cdvd; print(callable(cdvd.load_model), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]
