@@ -1,7 +1,8 @@
-"""Lightning plugins and callbacks of our own."""
+"""Lightning plugins, callbacks and loggers of our own."""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from cdvd.checkpoints import CheckpointError, atomic_torch_save, safe_torch_load
@@ -34,6 +38,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checkpoint = safe_torch_load(path, map_location=map_location)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointError(f"{path} is not a training checkpoint (no state_dict): pass a last.ckpt to resume")
+        if "pytorch-lightning_version" not in checkpoint:  # Lightning reads it first, with a KeyError
+            raise CheckpointError(
+                f"{path} is not a training checkpoint (no pytorch-lightning_version): pass a last.ckpt to resume"
+            )
         return checkpoint
 
     def save_checkpoint(
@@ -120,3 +128,31 @@ class SaveValidationImages(pl.Callback):
         folder = self.dirpath / f"epoch_{trainer.current_epoch:04d}"
         for frame, video, name in zip(outputs["out"], batch["video"], batch["frame"], strict=True):
             write_rgb(folder / video / f"{Path(name).stem}.png", to_uint8(frame))
+
+
+class _KeepingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that rows already in ``metrics.csv`` stay (Lightning deletes the file when its
+    folder is not empty): a resumed run's rows follow those of the run it continues, as in TensorBoard."""
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's hook, called before anything is written
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            header = next(csv.reader(file), [])
+        # new rows are written with the columns in sorted order: earlier rows are rewritten to match if needed
+        self.metrics_keys = sorted(header)
+        if header and header != self.metrics_keys:
+            self._rewrite_with_new_header(self.metrics_keys)
+
+
+class KeepingCSVLogger(CSVLogger):
+    """``pytorch_lightning.loggers.CSVLogger`` that appends to an existing ``metrics.csv`` instead of erasing it:
+    a run resumed with ``ckpt_path=`` (same run folder) keeps the rows of the run before it (``logger=csv``)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -13,9 +13,36 @@ from pathlib import Path
 from cdvd.data.io import DataError, read_rgb
 from cdvd.errors import ConfigError
 from cdvd.metrics import psnr_uint8, ssim_uint8
-from cdvd.protocol import MetricAccumulator, crop_border, scored_frames
+from cdvd.protocol import CLIP_LENGTH, MetricAccumulator, crop_border, scored_frames
 
 logger = logging.getLogger(__name__)
+
+#: GT videos named in the message of an evaluation that would score nothing.
+_NAMED = 3
+
+
+def check_something_scored(gt: Mapping[str, Sequence[Path]], frames: str = "paper") -> None:
+    """Refuse an evaluation that would score no frame (its totals would be NaN), naming what was looked for.
+
+    Args:
+        gt: ``{video: GT frames}``, the videos to score.
+        frames: the frame set of :func:`cdvd.protocol.scored_frames`.
+
+    Raises:
+        DataError: no GT video, or none with a frame in the frame set (every video shorter than a window).
+    """
+    if any(len(scored_frames(len(paths), frames)) for paths in gt.values()):
+        return
+    if not gt:
+        raise DataError("nothing to score: no GT video matches the results")
+    shown = [f"{name}: {len(paths)} frames in {paths[0].parent if paths else '?'}" for name, paths in gt.items()]
+    listed = "; ".join(shown[:_NAMED]) + (f"; and {len(shown) - _NAMED} more" if len(shown) > _NAMED else "")
+    if frames == "all":
+        raise DataError(f"no frame to score: the GT videos hold no frames ({listed})")
+    raise DataError(
+        f"no frame to score with frames={frames}: it scores only frames with a whole {CLIP_LENGTH}-frame window "
+        f"in their video, and no GT video has one ({listed}); pass frames=all to score every frame"
+    )
 
 
 def evaluate_pairs(
@@ -34,8 +61,10 @@ def evaluate_pairs(
         progress: show a rich progress bar.
 
     Raises:
-        DataError: a result frame is missing, or its size differs from the GT frame's; the file is named.
+        DataError: nothing to score (:func:`check_something_scored`), a result frame is missing, or its size differs
+            from the GT frame's; the file is named.
     """
+    check_something_scored({name: gt_frames for name, (_, gt_frames) in pairs.items()}, frames)
     border = crop_border(border)
     accumulator = MetricAccumulator()
     jobs = []

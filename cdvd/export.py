@@ -1,6 +1,6 @@
 """Export the network for deployment: ONNX and OpenVINO IR, with dynamic frame height and width.
 
-Three parts can be exported (``part``):
+Four parts can be exported (``part``):
 
 * ``stage``: one cascade stage, :meth:`CDVDTSP.restore_centres` on three consecutive frames,
   ``frames`` (3, 1, 3, H, W) -> ``restored`` (1, 1, 3, H, W). The deblurring engine calls exactly this once per
@@ -9,6 +9,9 @@ Three parts can be exported (``part``):
 * ``flow``: PWC-Net with its resize wrapper, ``reference``, ``neighbour`` (B, 3, H, W) -> ``flow`` (B, 2, H, W)
   in pixels.
 * ``reconstruction``: the encoder-decoder, ``inputs`` (B, 10, H, W) -> ``restored`` (B, 3, H, W).
+* ``alignment``: the rest of a stage, ``frames`` (3, 1, 3, H, W) -> ``inputs`` (1, 10, H, W): flow, warps and the
+  sharpness prior, which the reconstruction net turns into the restored centre. Deploy the two apart to run
+  ``alignment`` in float32 and ``reconstruction`` in a lower precision (as ``backend=openvino`` does).
 
 Frames are RGB in [0, 1], H and W multiples of 4 (pad with :func:`cdvd.models.padding.pad_to_multiple`). The
 exporters trace the network (TorchScript); the models in :mod:`cdvd.models` keep the frame size in the traced
@@ -29,13 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cdvd.atomic import atomic_destination
+from cdvd.atomic import atomic_destination, commit
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
 
-ExportPart = Literal["stage", "flow", "reconstruction"]
-PARTS: tuple[str, ...] = ("stage", "flow", "reconstruction")
+ExportPart = Literal["stage", "flow", "reconstruction", "alignment"]
+PARTS: tuple[str, ...] = ("stage", "flow", "reconstruction", "alignment")
 ONNX_OPSET = 17  # GridSample needs 16; 17 is widely supported by ONNX Runtime and TensorRT
 EXAMPLE_SIZE = (64, 96)  # the size traced; any other size works with the exported graph
 OPENVINO_EXTRA = "pip install 'cdvd[openvino]'"
@@ -64,6 +67,17 @@ class FlowGraph(nn.Module):
         return self.flow(reference, neighbour)
 
 
+class AlignmentGraph(nn.Module):
+    """The reconstruction net's inputs of one stage: (3, 1, 3, H, W) frames -> (1, 10, H, W)."""
+
+    def __init__(self, model: CDVDTSP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.aligned_inputs(frames)
+
+
 def part_module(model: CDVDTSP, part: ExportPart) -> nn.Module:
     """The module that ``part`` exports (sharing ``model``'s weights), in eval mode."""
     model.eval()
@@ -73,6 +87,8 @@ def part_module(model: CDVDTSP, part: ExportPart) -> nn.Module:
         return FlowGraph(model).eval()
     if part == "reconstruction":
         return model.recons.eval()
+    if part == "alignment":
+        return AlignmentGraph(model).eval()
     raise ValueError(f"unknown part={part!r}; expected one of {', '.join(PARTS)}")
 
 
@@ -84,6 +100,8 @@ def part_io(part: ExportPart) -> tuple[list[str], list[str], list[tuple[int, ...
         return ["reference", "neighbour"], ["flow"], [(1, 3, -1, -1), (1, 3, -1, -1)]
     if part == "reconstruction":
         return ["inputs"], ["restored"], [(1, 10, -1, -1)]
+    if part == "alignment":
+        return ["frames"], ["inputs"], [(3, 1, 3, -1, -1)]
     raise ValueError(f"unknown part={part!r}; expected one of {', '.join(PARTS)}")
 
 
@@ -113,7 +131,7 @@ def export_onnx(
     Args:
         model: the network (weights on any device; exported from a CPU float32 copy).
         path: the ``.onnx`` file to write.
-        part: ``stage``, ``flow`` or ``reconstruction`` (module docstring).
+        part: one of :data:`PARTS` (module docstring).
         example_size: (H, W) traced; multiples of 4.
         opset: ONNX opset (>= 16 for GridSample).
 
@@ -123,8 +141,9 @@ def export_onnx(
     module = part_module(cpu_float_model(model), part)
     names_in, names_out, _ = part_io(part)
     inputs = example_inputs(part, example_size)
-    rank = inputs[0].dim()  # every input and output of a part has this rank, H and W last
-    dynamic = {name: {rank - 2: "height", rank - 1: "width"} for name in names_in + names_out}
+    ranks = [x.dim() for x in inputs] + [5 if part == "stage" else 4] * len(names_out)  # H and W last in each
+    names = names_in + names_out
+    dynamic = {name: {rank - 2: "height", rank - 1: "width"} for name, rank in zip(names, ranks, strict=True)}
     path = Path(path)
     with atomic_destination(path) as tmp, torch.no_grad():
         # the TorchScript exporter: the models keep traced sizes in the graph (see cdvd.models), which gives
@@ -182,7 +201,7 @@ def export_openvino(
         tmp_bin = tmp_xml.with_suffix(".bin")
         try:
             ov.save_model(converted, str(tmp_xml), compress_to_fp16=False)
-            os.replace(tmp_bin, path.with_suffix(".bin"))
+            commit(tmp_bin, path.with_suffix(".bin"))  # fsynced and renamed, as the .xml after it
         finally:
             tmp_bin.unlink(missing_ok=True)
     logger.info("wrote %s and %s (%s, dynamic height and width)", path, path.with_suffix(".bin").name, part)

@@ -1,4 +1,5 @@
-"""Digests that say what made a result: a model's weights and the source of the code that computes with them."""
+"""Digests that say what made a result: a model's weights, a file's bytes (an input, a checkpoint, a cached model)
+and the source of the code that computes with them."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where weights are hashed: cdvd.video hashes files without it
+    import torch
 
 PACKAGE = Path(__file__).resolve().parent
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over a model's state dict (names, dtypes, shapes and values, in order)."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         value = tensor.detach().cpu().contiguous()
@@ -23,8 +28,12 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read now (in 1 MiB blocks); :func:`cdvd.inference.manifest.file_sha256` memoizes
-    it per path, size and modification time."""
+    """SHA-256 of all of a file's bytes, read now in 1 MiB blocks (never from a cache: what decides whether a result
+    is reused must be the content, not a name, a size or a time).
+
+    The one file digest of the project: input frames and video files (:mod:`cdvd.inference.manifest`), checkpoints
+    (``cdvd-eval``'s report) and cached compiled models (:mod:`cdvd.backends.openvino`).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -1,8 +1,10 @@
 """What the hardware at hand computes natively: CPU flags, native bf16, and the ``precision=auto`` choice.
 
 bf16 pays off only where the processor has bf16 arithmetic (AVX-512 BF16 or AMX on x86 CPUs, tensor cores of
-compute capability 8.0 and later on NVIDIA GPUs); elsewhere it is emulated and slower than fp32, so ``auto``
-follows the hardware, never a fixed choice.
+compute capability 8.0 and later on NVIDIA GPUs); elsewhere it is emulated: slower than fp32 and no more exact (an
+Intel Xeon with AVX-512 but without AVX-512 BF16 ran OpenVINO bf16 at 0.6x the speed of torch fp32, its frames 28 dB
+from fp32). So ``auto`` follows the hardware, and an explicit ``bf16`` on a device without it runs fp32 and says so
+in one log line (:func:`resolve_precision`, the one place of that rule for every backend).
 """
 
 from __future__ import annotations
@@ -94,10 +96,25 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def missing_bf16(device: torch.device | str) -> str | None:
+    """None where ``device`` computes bf16 natively (:func:`native_bf16`), else what it lacks, for a log line."""
+    device = torch.device(device)
+    if native_bf16(device):
+        return None
+    if device.type == "cpu":
+        return f"this CPU has neither {' nor '.join(sorted(BF16_CPU_FLAGS))}"
+    if device.type == "cuda" and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"this GPU has compute capability {major}.{minor}, below 8.0"
+    return f"{device.type} devices have no native bf16 here"
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The precision to run at: ``auto`` -> ``bf16`` where ``device`` has native bf16, else ``fp32``.
 
-    Explicit ``fp32``, ``bf16`` and ``fp16`` pass through (``fp16`` on CUDA only).
+    An explicit ``bf16`` runs bf16 only where ``device`` has it natively; elsewhere it runs ``fp32`` and one warning
+    says so (emulated bf16 is slower than fp32 and its frames are worse). ``fp32`` and ``fp16`` (CUDA only) pass
+    through.
 
     Raises:
         ValueError: an unknown ``precision``, or ``fp16`` on a device other than CUDA.
@@ -107,8 +124,18 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision=fp16 needs a CUDA device (got {device.type}); use bf16, fp32 or auto")
-    if precision != "auto":
-        return precision
-    chosen = "bf16" if native_bf16(device) else "fp32"
-    logger.info("precision=auto on %s: %s", device, chosen)
-    return chosen
+    if precision == "auto":
+        chosen = "bf16" if native_bf16(device) else "fp32"
+        logger.info("precision=auto on %s: %s", device, chosen)
+        return chosen
+    if precision == "bf16":
+        lacking = missing_bf16(device)
+        if lacking is not None:
+            logger.warning(
+                "precision=bf16 on %s: %s, so bf16 would be emulated (slower than fp32, and less exact): "
+                "running fp32 instead",
+                device,
+                lacking,
+            )
+            return "fp32"
+    return precision

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
@@ -22,9 +25,11 @@ from cdvd.checkpoints import (
     plain,
     safe_torch_load,
 )
+from cdvd.errors import UserError
 from cdvd.metrics import psnr_protocol, ssim_protocol
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
+from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,33 @@ def build_param_groups(net: CDVDTSP, lr: float, flow_lr_scale: float) -> list[di
     ]
 
 
+def onecycle_total_steps(trainer: pl.Trainer) -> int:
+    """The optimizer steps of the whole run, as ``trainer.estimated_stepping_batches`` counts them.
+
+    Reading that property inside ``configure_optimizers`` makes Lightning build the training loader early, and its
+    later set-up then skips the loader state of a resumed checkpoint: a run killed mid-epoch would silently start
+    the interrupted epoch over. Where the data module knows its epoch length (``train_batches_per_rank``), the count
+    comes from it and the trainer's limits instead, and no loader is built here.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    per_epoch = getattr(datamodule, "train_batches_per_rank", None)
+    if per_epoch is None:
+        return int(trainer.estimated_stepping_batches)
+    batches = per_epoch()
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None:
+        batches = int(batches * limit)
+    max_steps = trainer.max_steps
+    if trainer.max_epochs is None or trainer.max_epochs == -1:
+        if max_steps == -1:
+            raise ValueError("scheduler onecycle needs trainer.max_epochs or trainer.max_steps (a run of known length)")
+        return int(max_steps)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+    return int(min(steps, max_steps) if max_steps != -1 else steps)
+
+
 def _is_config(value: Any) -> bool:
     """Whether ``value`` is a ``_target_`` config (a mapping) rather than the object it describes."""
     return isinstance(value, Mapping) and "_target_" in value
@@ -53,6 +85,22 @@ def _partial_config(factory: Any) -> dict[str, Any] | None:
     if func is None or getattr(factory, "args", ()) or not hasattr(func, "__qualname__"):
         return None
     return {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **plain(factory.keywords)}
+
+
+def _build_from_checkpoint(cls: type[DeblurModule], hparams: dict[str, Any], source: str) -> DeblurModule:
+    """``cls(**hparams)``; settings that its parts refuse (a wrong argument, a missing one) are one line naming
+    ``source``."""
+    unknown = sorted(set(hparams) - set(inspect.signature(cls.__init__).parameters))
+    if unknown:
+        raise CheckpointError(f"{source}: hyper_parameters {unknown[0]} is not a setting of cdvd's DeblurModule")
+    try:
+        return cls(**hparams)
+    except UserError:
+        raise
+    except (InstantiationException, TypeError, ValueError, AttributeError) as err:
+        while err.__cause__ is not None:
+            err = err.__cause__
+        raise CheckpointError(f"{source}: its hyper_parameters do not build cdvd's module ({err})") from None
 
 
 class DeblurModule(pl.LightningModule):
@@ -134,18 +182,28 @@ class DeblurModule(pl.LightningModule):
         ``kwargs`` replace stored hyper-parameters (e.g. ``loss=...``). The weights the module was initialised from
         (``pretrained``, ``flow_pretrained``) are in the checkpoint already and are not read again.
 
+        The stored configs build only cdvd's own classes (:mod:`cdvd.targets`): a ``_target_`` of anything else is
+        refused before anything is built; pass a part of your own (``loss=MyLoss()``) instead.
+
         Raises:
-            CheckpointError: the file is missing, holds more than plain data, or is not a checkpoint of this module.
+            CheckpointError: the file is missing, holds more than plain data, is not a checkpoint of this module, or
+                its hyper-parameters name a class that is not cdvd's.
         """
         checkpoint = safe_torch_load(checkpoint_path, map_location=map_location)
         if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
             raise CheckpointError(f"{checkpoint_path} is not a training checkpoint of cdvd (no state_dict)")
-        hparams = dict(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
-        if "net" not in hparams:
-            hparams["net"] = {"_target_": "cdvd.models.CDVDTSP", **(checkpoint.get(ARCH_KEY) or {})}
+        stored = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        if not isinstance(stored, Mapping):
+            raise CheckpointError(f"{checkpoint_path}: hyper_parameters is not a mapping (not a checkpoint of cdvd)")
+        hparams = {k: v for k, v in stored.items() if k not in kwargs}
+        if "net" not in hparams and "net" not in kwargs:
+            stored_arch = checkpoint.get(ARCH_KEY) or {}
+            if not isinstance(stored_arch, Mapping):
+                raise CheckpointError(f"{checkpoint_path}: {ARCH_KEY} is not a mapping (not a checkpoint of cdvd)")
+            hparams["net"] = {"_target_": "cdvd.models.CDVDTSP", **stored_arch}
         hparams.update(pretrained=None, flow_pretrained=None)
-        hparams.update(kwargs)
-        model = cls(**hparams)
+        check_file_targets(hparams, f"checkpoint {checkpoint_path}", advice="pass a part of your own (loss=...)")
+        model = _build_from_checkpoint(cls, {**hparams, **kwargs}, str(checkpoint_path))
         if strict is not False:
             model.check_checkpoint_matches(checkpoint, str(checkpoint_path))
         model.load_state_dict(checkpoint["state_dict"], strict=strict is not False)
@@ -244,7 +302,7 @@ class DeblurModule(pl.LightningModule):
             if max_lr is None:
                 raise ValueError("scheduler onecycle needs scheduler.scheduler.max_lr (run cdvd-find-lr for one)")
             kwargs["max_lr"] = [max_lr * g["lr"] / lr for g in groups]
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            kwargs["total_steps"] = onecycle_total_steps(self.trainer)
             if factory.keywords.get("div_factor") is None:
                 kwargs["div_factor"] = max_lr / lr
             interval = "step"
@@ -257,10 +315,16 @@ class DeblurModule(pl.LightningModule):
         checkpoint[ARCH_KEY] = architecture(self.net)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse, in one line, a checkpoint of another network before Lightning's strict load fails with a trace."""
+        """Refuse, in one line, a checkpoint of another network before Lightning's strict load fails with a trace,
+        and one whose hyper-parameters name classes that are neither cdvd's nor this run's (:mod:`cdvd.targets`)."""
         trainer = self._trainer
-        source = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-        self.check_checkpoint_matches(checkpoint, str(source or "the checkpoint"))
+        source = str((getattr(trainer, "ckpt_path", None) if trainer is not None else None) or "the checkpoint")
+        stored = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        if not isinstance(stored, Mapping):
+            raise CheckpointError(f"{source}: hyper_parameters is not a mapping (not a checkpoint of cdvd)")
+        advice = "resume with the settings of the run that wrote it"
+        check_file_targets(stored, f"checkpoint {source}", also=self.hparams, advice=advice)
+        self.check_checkpoint_matches(checkpoint, source)
 
     def check_checkpoint_matches(self, checkpoint: Mapping[str, Any], source: str) -> None:
         """Raise a one-line :class:`CheckpointError` naming ``source`` unless ``checkpoint`` fits this network."""

@@ -36,6 +36,7 @@ __all__ = [
     "CLIP_LENGTH",
     "CROP_BORDER",
     "FRAME_SETS",
+    "REPORT_CSV_HEADER",
     "MetricAccumulator",
     "VideoScore",
     "check_frame_set",
@@ -159,6 +160,10 @@ def _number(value: Any) -> Any:
     return value
 
 
+REPORT_CSV_HEADER = ("video", "psnr", "ssim", "frames")
+"""The first row of the CSV beside a report (how ``cdvd-eval`` knows a CSV as one it wrote)."""
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_destination(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -177,7 +182,7 @@ def write_report(report: Mapping[str, Any], json_path: str | os.PathLike) -> tup
     clean["videos"] = {n: {k: _number(v) for k, v in s.items()} for n, s in report["videos"].items()}
     clean["total"] = {k: _number(v) for k, v in report["total"].items()}
     _write_text(json_path, json.dumps(clean, indent=2) + "\n")
-    lines = [["video", "psnr", "ssim", "frames"]]
+    lines = [list(REPORT_CSV_HEADER)]
     for name, score in [*report["videos"].items(), ("total", report["total"])]:
         lines.append([name, f"{score['psnr']:.4f}", f"{score['ssim']:.6f}", str(score["frames"])])
     buffer = io.StringIO()

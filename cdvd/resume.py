@@ -61,7 +61,8 @@ def register_resolvers() -> None:
 def clean_checkpoint_folder(trainer: pl.Trainer) -> list[Path]:
     """Remove the partial checkpoint files that killed runs left in the trainer's checkpoint folders.
 
-    Only on the global rank zero; only hidden ``.name.tmp<pid>.ckpt`` files of processes that no longer run.
+    Only on the global rank zero; only the project's temporary files of processes that no longer run
+    (:func:`cdvd.atomic.remove_stale_temp_files`).
     """
     from pytorch_lightning.callbacks import ModelCheckpoint
 

@@ -6,12 +6,16 @@ import hashlib
 import importlib.util
 import logging
 import math
+import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cdvd.atomic import unwritable_reason
 from cdvd.errors import ConfigError
 from cdvd.resume import register_resolvers as register_resume_resolvers
 
@@ -88,6 +92,57 @@ def check_logger_packages(logger_cfg: Mapping[str, Any] | None) -> None:
             raise ConfigError(
                 f"logger.{key} ({entry['_target_']}) needs the {needed[0]} package: pip install 'cdvd[{needed[1]}]'"
             )
+
+
+#: tracking URIs that MLflow reads as a service's name, not as a folder
+_MLFLOW_NAMED_STORES = ("databricks", "databricks-uc", "uc")
+
+
+def _store_problem(path: Path, *, database: bool) -> str | None:
+    """Why MLflow could not write its store at ``path`` (a SQLite file, or a folder store), or None. MLflow makes
+    the missing folders of either; SQLite writes its journal beside the database."""
+    folder = path
+    if database:
+        if path.is_dir():
+            return f"{path} is a folder, not a database file"
+        if path.exists():
+            try:
+                os.close(os.open(path, os.O_RDWR))  # opened for writing, nothing written
+            except OSError as err:
+                return f"cannot write {path} ({err.strerror or err})"
+        folder = path.parent
+    return unwritable_reason(folder)
+
+
+def check_logger_stores(logger_cfg: Mapping[str, Any] | None) -> None:
+    """Refuse, before training, an MLflow tracking store that cannot be written (MLflow itself retries for minutes).
+
+    A ``sqlite:///`` store must be a writable file or one that can be made in an existing writable folder; a local
+    file store (a path or ``file:`` URI) must be in a writable place. Servers (``http://``...) are not checked.
+
+    Raises:
+        ConfigError: naming ``logger.<name>.tracking_uri`` and the place.
+    """
+    for key, entry in (logger_cfg or {}).items():
+        if not isinstance(entry, Mapping) or "MLFlowLogger" not in str(entry.get("_target_", "")):
+            continue
+        uri = entry.get("tracking_uri")
+        if not uri:
+            continue
+        uri = str(uri)
+        scheme, _, rest = uri.partition(":")
+        if scheme == "sqlite":
+            location = rest.removeprefix("///") if rest.startswith("///") else ""
+            if location in ("", ":memory:"):
+                continue
+            problem = _store_problem(Path(location.split("?", 1)[0]), database=True)
+        elif scheme == "file" or (":" not in uri and uri not in _MLFLOW_NAMED_STORES):
+            location = urllib.parse.urlparse(uri).path if scheme == "file" else uri
+            problem = _store_problem(Path(location), database=False)
+        else:
+            continue
+        if problem:
+            raise ConfigError(f"logger.{key}.tracking_uri={uri}: {problem}; choose a writable place")
 
 
 def _hparams_of(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

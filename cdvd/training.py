@@ -16,7 +16,7 @@ from cdvd.checkpoints import CheckpointError, load_model, save_original
 from cdvd.config_checks import ConfigError, check_training_config, user_error_of
 from cdvd.data.io import DataError
 from cdvd.resume import clean_checkpoint_folder
-from cdvd.tracking import check_logger_packages, log_final_hparams, register_resolvers
+from cdvd.tracking import check_logger_packages, check_logger_stores, log_final_hparams, register_resolvers
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def check_config(cfg: DictConfig) -> None:
     check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/config_checks.py)
     try:
         check_logger_packages(cfg.get("logger"))
+        check_logger_stores(cfg.get("logger"))  # before training: MLflow itself retries an unwritable store for minutes
     except ValueError as err:
         raise ConfigError(str(err)) from err
     for key in ("pretrained", "flow_pretrained"):

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.cli import console_script, run_command
+from helpers.cli import console_script, one_line_error, run_command
 from helpers.data import tiny_checkpoint
+from helpers.processes import run_as_nobody
 
+from cdvd.atomic import TEMP_MARK, temp_path
 from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.hardware import resolve_precision
 
@@ -36,15 +38,6 @@ def make_dataset(root: Path, n: int = 6, size: int = 32, ext: str = ".png") -> N
         blur = np.clip(gt.astype(int) + rng.integers(-20, 21, size=gt.shape), 0, 255).astype(np.uint8)
         write_rgb(root / "val" / "blur" / "clip" / f"{i:05d}{ext}", blur)
         write_rgb(root / "val" / "gt" / "clip" / f"{i:05d}.png", gt)
-
-
-def one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if "error:" in line]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -98,13 +91,12 @@ def test_deblur_resumes_only_what_was_made_the_same_way(tmp_path: Path, checkpoi
     resumed = deblur([*args, f"checkpoint={a}"], tmp_path)
     assert resumed.returncode == 0 and "1 frames written, 5 skipped" in resumed.stdout + resumed.stderr
     assert snapshot(tmp_path / "out") == made
-    # the default precision=auto runs bf16 where the CPU has it natively and fp32 elsewhere: the other one differs
-    other_precision = "fp32" if resolve_precision("auto", "cpu") == "bf16" else "bf16"
-    for other in (
-        [f"checkpoint={b}"],
-        [f"checkpoint={a}", "tile.size=16", "tile.overlap=4"],
-        [f"checkpoint={a}", f"precision={other_precision}"],
-    ):
+    others = [[f"checkpoint={b}"], [f"checkpoint={a}", "tile.size=16", "tile.overlap=4"]]
+    # precision=auto runs bf16 where the CPU has it natively and fp32 elsewhere; where bf16 is not native an explicit
+    # bf16 runs fp32 too (the same frames), so only a CPU with native bf16 has another precision to try
+    if resolve_precision("auto", "cpu") == "bf16":
+        others.append([f"checkpoint={a}", "precision=fp32"])
+    for other in others:
         one_line_error(deblur([*args, *other], tmp_path), "out/clip", "overwrite=true")
         assert snapshot(tmp_path / "out") == made
     # the input changed: a frame replaced
@@ -177,7 +169,7 @@ def test_a_full_disk_is_an_error_naming_the_file_and_leaves_only_whole_frames(
         assert 0 < len(written) < 12
         for path in written:  # every frame there is whole
             assert read_rgb(path).shape == (64, 64, 3)
-        leftovers = [p.name for p in (tmp_path / "small" / "out" / "in").iterdir() if ".tmp" in p.name]
+        leftovers = [p.name for p in (tmp_path / "small" / "out" / "in").iterdir() if TEMP_MARK in p.name]
         assert not leftovers
     finally:
         _umount(tmp_path / "small")
@@ -242,11 +234,11 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     assert 0 < partial < n_frames, partial
     # a kill can land inside a frame's write: its hidden partial file stays behind (planted here, so that the
     # case is tested on every run, not only when the signal happens to land there)
-    (out / f".{partial:05d}.tmp{process.pid}.png").write_bytes(b"\x89PNG partial")
+    temp_path(out / f"{partial:05d}.png", pid=process.pid).write_bytes(b"\x89PNG partial")
     rerun = deblur(["input=in", "output=cut", ck], tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert snapshot(tmp_path / "cut" / "in") == snapshot(tmp_path / "whole" / "in")
-    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    assert not [p for p in out.iterdir() if TEMP_MARK in p.name]
 
 
 def test_an_unwritable_folder_as_a_non_root_user(tmp_path: Path) -> None:
@@ -260,23 +252,6 @@ def test_an_unwritable_folder_as_a_non_root_user(tmp_path: Path) -> None:
         tmp_path.chmod(0o755)
     from cdvd.inference.runner import check_writable
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child drops to the unprivileged 'nobody' and reports what the check said
-        os.close(read)
-        message = b"no error"
-        try:
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            check_writable(folder / "out")
-        except Exception as err:  # noqa: BLE001 - the child reports any error to the test
-            message = f"{type(err).__name__}: {err}".encode()
-        os.write(write, message)
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    report = os.read(read, 4096).decode()
-    os.close(read)
+    report = run_as_nobody(lambda: check_writable(folder / "out"))
     assert report.startswith("DataError: cannot write into") and "out" in report and "Permission denied" in report
     assert not (folder / "out").exists()

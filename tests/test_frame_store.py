@@ -14,8 +14,8 @@ from helpers.cli import compose_config, console_script, run_command
 from helpers.data import make_tree
 from hydra.utils import instantiate
 
+from cdvd import atomic as atomic_module
 from cdvd.data import DataError, DeblurDataModule, FrameStore, pack_dataset, read_rgb, write_rgb
-from cdvd.data import packing as packing_module
 from cdvd.data.frame_store import FORMAT, META_KEY, import_lmdb
 from cdvd.errors import ConfigError
 
@@ -174,13 +174,15 @@ def test_packing_is_atomic_and_never_writes_into_the_dataset(tmp_path, dataset, 
     with pytest.raises(DataError, match=r"frame store already exists: .*s\.lmdb \(overwrite=true"):
         pack_dataset(dataset, output)
     (tmp_path / "notes").mkdir()
-    with pytest.raises(DataError, match="is not a frame store: not replaced"):
+    (tmp_path / "notes" / "thesis.tex").write_text("a folder of the user's")
+    with pytest.raises(DataError, match="notes exists and was not made by cdvd-pack: not replaced"):
         pack_dataset(dataset, tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "a folder of the user's"
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(packing_module, "_replace", full_disk)  # the disk fills as the new store is moved in
+    monkeypatch.setattr(atomic_module, "_move_into_place", full_disk)  # the disk fills as the store is moved in
     with pytest.raises(DataError, match=r"cannot write the frame store .*s\.lmdb: No space left on device"):
         pack_dataset(dataset, output, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes", "s.lmdb"]  # no half-made store left

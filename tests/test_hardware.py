@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -21,6 +23,13 @@ EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
 model name\t: AMD EPYC 7B12
 flags\t\t: fpu sse2 fma avx avx2 bmi2
+"""
+
+# an Intel Xeon of the AVX-512 generation before bf16 (Skylake/Cascade Lake): bf16 there is emulated
+AVX512_NO_BF16 = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz
+flags\t\t: fpu sse2 fma avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
 """
 
 GRAVITON = """processor\t: 0
@@ -58,9 +67,27 @@ def test_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hardware.resolve_precision("auto", "cpu") == "fp32"
 
 
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"), [(XEON, True), (AVX512_NO_BF16, False), (EPYC, False)], ids=["amx", "avx512", "avx2"]
+)
+def test_bf16_runs_only_where_the_cpu_has_it_and_says_so_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cpuinfo: str, native: bool
+) -> None:
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: hardware.parse_cpuinfo(cpuinfo)[1])
+    with caplog.at_level(logging.INFO, logger="cdvd.hardware"):
+        chosen = hardware.resolve_precision("bf16", "cpu")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if native:
+        assert chosen == "bf16" and not warnings
+    else:  # emulated bf16 would be slower than fp32, and its frames worse: fp32, in one line that says why
+        assert chosen == "fp32" and len(warnings) == 1
+        assert "precision=bf16" in warnings[0] and "avx512_bf16" in warnings[0] and "fp32" in warnings[0]
+    assert hardware.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert hardware.resolve_precision("fp32", "cpu") == "fp32"
+
+
 def test_explicit_precisions_pass_through_and_fp16_needs_cuda() -> None:
     assert hardware.resolve_precision("fp32", "cpu") == "fp32"
-    assert hardware.resolve_precision("bf16", "cpu") == "bf16"  # the user's explicit choice, even if emulated
     with pytest.raises(ValueError, match="precision=fp16"):
         hardware.resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="precision=fp8: expected one of"):

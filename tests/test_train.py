@@ -276,3 +276,39 @@ def test_find_lr_keeps_the_flow_group_ratio() -> None:
     first, flow = (g["lr"] for g in optimizer.param_groups)
     assert first == pytest.approx(1e-2)
     assert flow == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("trainer_kwargs", "data_kwargs"),
+    [
+        ({"max_epochs": 3}, {"batch_size": 2}),
+        ({"max_epochs": 3}, {"batch_size": 4}),  # a last short batch
+        ({"max_epochs": 2, "accumulate_grad_batches": 2}, {"batch_size": 1}),
+        ({"max_epochs": 5, "max_steps": 7}, {"batch_size": 1}),
+        ({"max_epochs": 2, "limit_train_batches": 2}, {"batch_size": 1}),
+        ({"max_epochs": 2, "limit_train_batches": 0.5}, {"batch_size": 1, "batches_per_epoch": 5}),
+        ({"max_epochs": -1, "max_steps": 9}, {"batch_size": 2}),
+    ],
+)
+def test_onecycle_counts_the_steps_lightning_counts_without_building_a_loader(
+    tiny_dataset: Path, trainer_kwargs: dict, data_kwargs: dict
+) -> None:
+    """OneCycle's total steps come from the data module's epoch length: the same number as Lightning's
+    ``estimated_stepping_batches``, but Lightning's loaders stay unbuilt (building them early loses a resumed
+    checkpoint's loader state: the interrupted epoch would start over)."""
+    import pytorch_lightning as pl
+
+    from cdvd.data.datamodule import DeblurDataModule
+    from cdvd.lit_module import onecycle_total_steps
+
+    def attached() -> pl.Trainer:
+        datamodule = DeblurDataModule(root=tiny_dataset, patch_size=32, seed=0, **data_kwargs)
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, **trainer_kwargs)
+        trainer.strategy.connect(_tiny_module(lr=1e-4, flow_lr_scale=0.1))
+        trainer._data_connector.attach_data(trainer.lightning_module, datamodule=datamodule)
+        return trainer
+
+    ours = attached()
+    steps = onecycle_total_steps(ours)
+    assert ours.fit_loop._combined_loader is None, "the training loader was built"
+    assert steps == attached().estimated_stepping_batches

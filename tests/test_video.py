@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from cdvd.atomic import TEMP_MARK
 from cdvd.data.io import DataError
 from cdvd.video import (
     DecodedFrame,
@@ -278,6 +279,7 @@ def test_interrupted_and_resumed_write_equals_an_uninterrupted_one(clips: dict[s
     resumed = SegmentedVideoWriter(out, info=probe_video(source), segment_frames=4, audio_source=source)
     assert resumed.frames_done() == 8  # two complete segments; the partial ones removed
     assert sorted(p.name for p in parts.iterdir()) == [
+        ".cdvd-owner.json",  # the marker that makes the folder the project's to clear
         "manifest.json",
         "seg_000000.json",
         "seg_000000.mkv",
@@ -322,13 +324,15 @@ def test_other_fingerprint_or_settings_discard_old_parts(clips: dict[str, Path],
     del del_writer
     same = SegmentedVideoWriter(out, info=info, segment_frames=4, fingerprint={"checkpoint": "aaa"})
     assert same.frames_done() == 8
+    same.abort()  # one writer of an output at a time: this one gives it back
     other_crf = SegmentedVideoWriter(out, info=info, segment_frames=4, crf=30, fingerprint={"checkpoint": "aaa"})
     assert other_crf.frames_done() == 0
+    other_crf.abort()
     write_all(out, source, segment_frames=4, stop_after=8, fingerprint={"checkpoint": "aaa"})
     other = SegmentedVideoWriter(out, info=info, segment_frames=4, fingerprint={"checkpoint": "bbb"})
     assert other.frames_done() == 0 and not other.output_is_current()
     parts = tmp_path / ".o.mp4.parts"
-    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in parts.iterdir()) == [".cdvd-owner.json", "manifest.json"]
     assert json.loads((parts / "manifest.json").read_text())["fingerprint"] == {"checkpoint": "bbb"}
 
 
@@ -349,7 +353,12 @@ def test_segment_without_its_record_is_not_reused(clips: dict[str, Path], tmp_pa
     (parts / "seg_000001.json").unlink()  # killed between renaming the media and writing its record
     writer = SegmentedVideoWriter(out, info=probe_video(source), segment_frames=4)
     assert writer.frames_done() == 4
-    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "seg_000000.json", "seg_000000.mkv"]
+    assert sorted(p.name for p in parts.iterdir()) == [
+        ".cdvd-owner.json",
+        "manifest.json",
+        "seg_000000.json",
+        "seg_000000.mkv",
+    ]
 
 
 @pytest.mark.parametrize("room", ["none", "for_parts"])
@@ -378,8 +387,9 @@ def test_full_disk_is_an_error_and_leaves_no_output(clips: dict[str, Path], tmp_
     try:
         with pytest.raises(DataError, match="out.mp4"):
             write(mount).finish()
-        assert [p.name for p in mount.iterdir()] == [".out.mp4.parts"]  # no output, no temp file beside it
-        assert not any(p.name.endswith(".tmp") for p in (mount / ".out.mp4.parts").iterdir())
+        # no output, no temp file beside it; the parts only where a segment was complete (none: nothing useful)
+        assert [p.name for p in mount.iterdir()] == ([".out.mp4.parts"] if room == "for_parts" else [])
+        assert not any(p.name.endswith(".tmp") or TEMP_MARK in p.name for p in mount.rglob("*"))
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
@@ -423,16 +433,42 @@ def test_finish_without_frames_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_odd_sized_frames_are_padded_and_timestamps_filled_in(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "pix_fmt"), [("o.mkv", "yuv444p"), ("o.mp4", "yuv444p"), ("o.webm", "yuv420p")])
+def test_odd_sized_frames_keep_their_size_and_timestamps_are_filled_in(
+    tmp_path: Path, name: str, pix_fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """H.264 holds odd sizes in 4:4:4 only (said in one line), VP9 in 4:2:0 too; nothing is padded."""
     info = VideoInfo(tmp_path / "in.mp4", 47, 31, Fraction(30), Fraction(1, 30), None, None, "h264")
-    writer = SegmentedVideoWriter(tmp_path / "o.mkv", info=info, segment_frames=3)
-    for image in make_frames(5, size=(31, 47)):
+    with caplog.at_level(logging.INFO, logger="cdvd.video"):
+        writer = SegmentedVideoWriter(tmp_path / name, info=info, segment_frames=3)
+    assert writer.pix_fmt == pix_fmt
+    assert ("47x31 frames" in caplog.text) == (pix_fmt == "yuv444p")
+    sources = make_frames(5, size=(31, 47))
+    for image in sources:
         writer.write(image)  # no timestamps: one frame period apart
     writer.finish()
-    out = probe_video(tmp_path / "o.mkv")
-    assert (out.width, out.height, out.frame_rate) == (48, 32, 30)
-    seconds = [f.pts * out.time_base for f in read_video_frames(tmp_path / "o.mkv")]
+    out = probe_video(tmp_path / name)
+    assert (out.width, out.height, out.frame_rate) == (47, 31, 30)
+    frames = list(read_video_frames(tmp_path / name))
+    assert len(frames) == 5 and all(f.image.shape == (31, 47, 3) for f in frames)
+    for i, frame in enumerate(frames):  # the pixels in place: each frame nearest its own source, unshifted
+        errors = [np.abs(frame.image.astype(int) - s).mean() for s in sources]
+        assert errors[i] < 12 and int(np.argmin(errors)) == i
+    seconds = [f.pts * out.time_base for f in frames]
     assert np.diff(seconds).tolist() == pytest.approx([1 / 30] * 4, abs=1e-3)
+
+
+def test_an_odd_size_the_pixel_format_cannot_hold_is_padded_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    info = VideoInfo(tmp_path / "in.mp4", 47, 31, Fraction(30), Fraction(1, 30), None, None, "h264")
+    with caplog.at_level(logging.WARNING, logger="cdvd.video"):
+        writer = SegmentedVideoWriter(tmp_path / "o.mkv", info=info, pix_fmt="yuv420p", segment_frames=3)
+    assert "47x31 frames" in caplog.text and "48x32" in caplog.text  # before any frame
+    for image in make_frames(3, size=(31, 47)):
+        writer.write(image)
+    writer.finish()
+    assert (probe_video(tmp_path / "o.mkv").width, probe_video(tmp_path / "o.mkv").height) == (48, 32)
 
 
 # ------------------------------------------------------------------------------------------------------------

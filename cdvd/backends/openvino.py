@@ -1,18 +1,28 @@
 """One cascade stage run by OpenVINO: a drop-in for :meth:`cdvd.models.CDVDTSP.restore_centres` on the CPU.
 
-The stage is converted from torch once (dynamic frame size) and compiled once per frame size (static shapes run
-faster on OpenVINO's CPU plugin); compiled models are kept per (H, W). ``precision="bf16"`` sets
-``INFERENCE_PRECISION_HINT``: OpenVINO then runs the convolutions in bf16 where the CPU has native bf16 (AVX-512
-BF16, AMX). On CPUs without it OpenVINO keeps f32 (checked on an AVX2-only AMD EPYC: the compiled model
-reports ``f32``), so a bf16 request costs nothing there but gains nothing either; use
-:func:`cdvd.hardware.resolve_precision` with ``auto`` to choose.
+The stage runs as two models (:mod:`cdvd.export` parts): ``alignment`` (flow, warps and the sharpness prior), always
+in f32, then ``reconstruction``, at the chosen precision. Both are converted from torch once (dynamic frame size) and
+compiled once per frame size (static shapes run faster on OpenVINO's CPU plugin). ``precision="bf16"`` sets the
+reconstruction's ``INFERENCE_PRECISION_HINT`` where the CPU computes bf16 natively (AVX-512 BF16, AMX); elsewhere it
+runs f32 and says so (:func:`cdvd.hardware.resolve_precision`: emulated bf16 is slower than f32 and its frames are
+worse). Flow is precision-sensitive (bf16 sampling coordinates are whole pixels off past 256), and a model compiled in
+bf16 as a whole computed it in bf16 even where its layers were marked to stay f32, hence the two models.
 
-Converting the stage from torch takes longer than deblurring a few frames, so with a ``cache_dir`` the converted
-model is kept on disk (``<cache_dir>/openvino/ir/<key>/``) and later processes read it instead. The key is a
-SHA-256 over everything the conversion depends on: the weights, the architecture, the source of the network and
-conversion code, and the torch and OpenVINO versions; the files' own SHA-256 are recorded beside them and checked
-on every read, so a damaged or foreign file is converted again, never used. Compiled models go to OpenVINO's own
-cache (``CACHE_DIR`` = ``<cache_dir>/openvino/compiled``), which OpenVINO keys by model, device and settings.
+Converting takes longer than deblurring a few frames, and compiling several seconds, so with a ``cache_dir`` both are
+kept on disk for later processes, under ``<cache_dir>/openvino/``:
+
+* ``ir/<key>/``: the converted parts (``alignment.xml``/``.bin``, ``reconstruction.xml``/``.bin``). The key is a
+  SHA-256 over everything the conversion depends on: the weights, the architecture, the source of the network and
+  conversion code, and the torch and OpenVINO versions.
+* ``compiled/<key>/``: one part compiled for one frame size (``<part>.blob``, from ``export_model``). The key is a
+  SHA-256 over the converted part's files, the frame size, the device and its settings, the OpenVINO version and the
+  processor (its name and flags).
+
+Every entry records its files' SHA-256 (``record.json``), and every read checks the bytes it is about to use against
+them: a damaged or foreign file is never used, the entry is made again. Entries are written whole or not at all (a
+folder renamed into place) and only ever replaced when this user's cdvd made them. A cache that cannot be written
+(another user's, read-only) is still read: what verifies is used, the rest is converted or compiled in memory, and
+one warning says so; nothing in it is deleted or written.
 """
 
 from __future__ import annotations
@@ -21,23 +31,34 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from cdvd.atomic import remove_stale_temp_files, temp_path
+from cdvd.atomic import atomic_folder
 from cdvd.export import convert_openvino, cpu_float_model, import_openvino
 from cdvd.fingerprint import file_sha256, source_sha256, weights_sha256
+from cdvd.hardware import cpu_flags, resolve_precision
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
 
 OPENVINO_PRECISIONS: dict[str, str] = {"fp32": "f32", "bf16": "bf16"}
-CACHE_FORMAT = 1  # bump when the cache's layout or record changes
+CACHE_FORMAT = 2  # bump when the cache's layout or record changes
 RECORD = "record.json"
-STAGE_FILES = ("stage.xml", "stage.bin")  # what save_model writes for the stage; the record holds their SHA-256
+PARTS = ("alignment", "reconstruction")  # run in this order; alignment always in f32
+IR_FILES = tuple(f"{part}.{ext}" for part in PARTS for ext in ("xml", "bin"))  # what save_model writes
+ENTRY_KIND = "openvino-cache-entry"  # the owner marker of an entry: only this user's entries are ever replaced
+
+
+class StageModels(NamedTuple):
+    """The two compiled models (``openvino.CompiledModel``) of a stage at one frame size."""
+
+    alignment: object
+    reconstruction: object
 
 
 class OpenVINOStage:
@@ -47,7 +68,8 @@ class OpenVINOStage:
 
     Args:
         model: the network (any device; converted from a CPU float32 view of its weights).
-        precision: ``fp32`` or ``bf16`` (``INFERENCE_PRECISION_HINT``; only honoured on CPUs with native bf16).
+        precision: ``fp32`` or ``bf16``: the reconstruction net's ``INFERENCE_PRECISION_HINT`` (bf16 only on CPUs
+            with native bf16, f32 with a warning elsewhere). The alignment (flow, warps) always runs in f32.
         cache_dir: where converted and compiled models are kept for later processes (see the module docstring),
             or None to convert and compile in memory only.
         device: OpenVINO device name (``CPU``, ``GPU``, ``AUTO``).
@@ -72,37 +94,33 @@ class OpenVINOStage:
             raise ValueError(
                 f"backend=openvino supports precision=fp32 or bf16 (resolve auto first), instead got {precision!r}"
             )
+        if device == "CPU":
+            precision = resolve_precision(precision, "cpu")  # the one rule for bf16 without native support
         self.precision = precision
         self.device = device
+        self.residual = model.residual
         self._core = ov.Core()
-        self._config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
-        if num_threads is not None:
-            self._config["INFERENCE_NUM_THREADS"] = int(num_threads)
-        if cache_dir is None:
-            self._model = convert_openvino(cpu_float_model(model), part="stage")
+        threads = {} if num_threads is None else {"INFERENCE_NUM_THREADS": int(num_threads)}
+        self._configs: dict[str, dict[str, object]] = {
+            "alignment": {"INFERENCE_PRECISION_HINT": "f32", **threads},
+            "reconstruction": {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], **threads},
+        }
+        self._cache = None if cache_dir is None else CacheFolder(Path(cache_dir) / "openvino")
+        self._ir_sha256: dict[str, str] = {}
+        if self._cache is None:
+            self._models = {part: convert_openvino(cpu_float_model(model), part=part) for part in PARTS}
         else:
-            root = Path(cache_dir) / "openvino"
-            self._model = cached_stage(model, root / "ir", self._core)
-            compiled = root / "compiled"
-            try:
-                compiled.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                logger.warning("no OpenVINO compiled-model cache in %s (%s): compiling in every run", compiled, err)
-            else:
-                self._core.set_property({"CACHE_DIR": str(compiled)})
-        self._compiled: dict[tuple[int, int], object] = {}
-        self._requests: dict[tuple[int, int], object] = {}
+            self._models, self._ir_sha256 = cached_stage(model, self._cache, self._core)
+        self._compiled: dict[tuple[int, int], StageModels] = {}
+        self._requests: dict[tuple[int, int], tuple[object, object]] = {}
 
-    def compiled_for(self, height: int, width: int) -> object:
-        """The compiled model for (H, W) frames (an ``openvino.CompiledModel``), compiling it on first use."""
+    def compiled_for(self, height: int, width: int) -> StageModels:
+        """The compiled models for (H, W) frames, compiled on first use (or read from the cache)."""
         key = (int(height), int(width))
         compiled = self._compiled.get(key)
         if compiled is None:
-            ov = import_openvino()
-            sized = self._model.clone()
-            sized.reshape({sized.inputs[0].get_any_name(): ov.PartialShape([3, 1, 3, key[0], key[1]])})
-            compiled = self._core.compile_model(sized, self.device, self._config)
-            actual = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            compiled = StageModels(*(self._cached_or_compiled(part, key) for part in PARTS))
+            actual = _type_name(compiled.reconstruction.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
             if actual != OPENVINO_PRECISIONS[self.precision]:
                 logger.warning(
                     "OpenVINO runs %dx%d frames at %s, not the requested %s (no native support on this %s)",
@@ -112,23 +130,54 @@ class OpenVINOStage:
                     self.precision,
                     self.device,
                 )
-            logger.info("OpenVINO stage compiled for %dx%d frames (%s, %s)", key[1], key[0], self.device, actual)
             self._compiled[key] = compiled
         return compiled
 
-    def request_for(self, height: int, width: int) -> object:
-        """The infer request that runs (H, W) frames, made once per compiled model and reused by every call (a
-        request holds its intermediate buffers; results are copied out of it)."""
+    def _cached_or_compiled(self, part: str, size: tuple[int, int]) -> object:
+        cache, config, entry = self._cache, self._configs[part], None
+        name = f"{part}.blob"
+        if cache is not None and part in self._ir_sha256:
+            entry = cache.root / "compiled" / compiled_key(self._ir_sha256[part], size, self.device, config, self._core)
+            files = cache.load(entry, (name,), f"compiled OpenVINO {part}")
+            if files is not None:
+                try:
+                    compiled = self._core.import_model(files[name], self.device, config)
+                except RuntimeError as err:
+                    logger.warning(
+                        "ignoring the compiled OpenVINO %s %s: OpenVINO cannot import it (%s)", part, entry, err
+                    )
+                else:
+                    logger.info("OpenVINO %s for %dx%d frames read from the cache %s", part, size[1], size[0], entry)
+                    return compiled
+        ov = import_openvino()
+        sized = self._models[part].clone()  # type: ignore[attr-defined]
+        sized.reshape({sized.inputs[0].get_any_name(): ov.PartialShape(_input_shape(part, size))})
+        compiled = self._core.compile_model(sized, self.device, config)
+        precision = config["INFERENCE_PRECISION_HINT"]
+        logger.info("OpenVINO %s compiled for %dx%d frames (%s, %s)", part, size[1], size[0], self.device, precision)
+        if cache is not None and entry is not None:
+
+            def write(folder: Path) -> None:
+                (folder / name).write_bytes(compiled.export_model().getvalue())
+
+            cache.save(entry, write, (name,))
+        return compiled
+
+    def requests_for(self, height: int, width: int) -> tuple[object, object]:
+        """The infer requests (alignment, reconstruction) that run (H, W) frames, made once per compiled model and
+        reused by every call (a request holds its intermediate buffers; results are copied out of it)."""
         key = (int(height), int(width))
-        request = self._requests.get(key)
-        if request is None:
-            request = self.compiled_for(*key).create_infer_request()  # type: ignore[attr-defined]
-            self._requests[key] = request
-        return request
+        requests = self._requests.get(key)
+        if requests is None:
+            compiled = self.compiled_for(*key)
+            requests = tuple(model.create_infer_request() for model in compiled)  # type: ignore[attr-defined]
+            self._requests[key] = requests  # type: ignore[assignment]
+        return requests  # type: ignore[return-value]
 
     def inference_precision(self, height: int, width: int) -> str:
-        """The precision OpenVINO actually runs (H, W) frames at (``f32`` or ``bf16``)."""
-        return _type_name(self.compiled_for(height, width).get_property("INFERENCE_PRECISION_HINT"))
+        """The precision OpenVINO actually runs the reconstruction net at for (H, W) frames (``f32`` or ``bf16``)."""
+        compiled = self.compiled_for(height, width).reconstruction
+        return _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
 
     def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
         """One cascade stage, as :meth:`CDVDTSP.restore_centres`.
@@ -144,16 +193,74 @@ class OpenVINOStage:
         t, b, _, h, w = frames.shape
         if t < 3:
             raise ValueError(f"a cascade stage needs at least 3 frames, instead got {t}")
-        request = self.request_for(h, w)
+        align, reconstruct = self.requests_for(h, w)
         array = frames.detach().to("cpu", torch.float32).numpy()
         out = np.empty((t - 2, b, 3, h, w), dtype=np.float32)
         for centre in range(1, t - 1):
             for k in range(b):
                 window = np.ascontiguousarray(array[centre - 1 : centre + 2, k : k + 1])
-                out[centre - 1, k] = request.infer([window])[0][0, 0]
+                inputs = align.infer([window])[0]  # type: ignore[attr-defined]
+                out[centre - 1, k] = reconstruct.infer([inputs])[0][0]  # type: ignore[attr-defined]
+                if self.residual:
+                    out[centre - 1, k] += window[1, 0]
         return torch.from_numpy(out).to(frames.device)
 
     __call__ = restore_centres
+
+
+class CacheFolder:
+    """``<cache_dir>/openvino``: entries whose bytes are checked on every read, written whole or not at all.
+
+    A cache that cannot be written is used read-only: after the first failed write (one warning) nothing more is
+    tried there in this process.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.writable = True
+
+    def load(self, entry: Path, names: tuple[str, ...], what: str) -> dict[str, bytes] | None:
+        """The bytes of ``names`` in ``entry`` when each matches the SHA-256 its record holds; None when the entry
+        is absent, or (with a warning) when it is incomplete or damaged."""
+        if not entry.is_dir():
+            return None
+        problem = None
+        try:
+            record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
+            expected = dict(record["sha256"])
+            files = {name: (entry / name).read_bytes() for name in names}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problem = f"incomplete ({err})"
+        else:
+            for name in names:
+                if hashlib.sha256(files[name]).hexdigest() != expected.get(name):
+                    problem = f"{name} differs from what was saved"
+                    break
+        if problem is None:
+            return files
+        logger.warning("ignoring the cached %s %s: %s; making it again", what, entry, problem)
+        return None
+
+    def save(self, entry: Path, write: Callable[[Path], None], names: tuple[str, ...]) -> bool:
+        """Make ``entry`` with ``write(folder)`` and a record of the SHA-256 of its ``names``; an existing entry
+        (one that did not verify) is replaced only when this user's cdvd made it. False when it could not be saved."""
+        if not self.writable:
+            return False
+        try:
+            with atomic_folder(entry, kind=ENTRY_KIND, replace=True) as tmp:
+                write(tmp)
+                digests = {name: file_sha256(tmp / name) for name in names}
+                (tmp / RECORD).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": digests}, indent=1) + "\n")
+        except OSError as err:
+            self.writable = False
+            logger.warning(
+                "cannot write to the OpenVINO cache %s (%s): using what verifies in it, converting and compiling "
+                "the rest in every run",
+                self.root,
+                err,
+            )
+            return False
+        return True
 
 
 def conversion_key(model: CDVDTSP) -> str:
@@ -161,78 +268,86 @@ def conversion_key(model: CDVDTSP) -> str:
     ov = import_openvino()
     record = {
         "format": CACHE_FORMAT,
-        "part": "stage",
+        "parts": list(PARTS),
         "weights_sha256": weights_sha256(model),
         "architecture": {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual},
         "code_sha256": source_sha256("models", "export.py"),
         "torch": torch.__version__,
         "openvino": ov.get_version(),
     }
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return _sha256_of(record)
 
 
-def cached_stage(model: CDVDTSP, folder: str | os.PathLike, core: object) -> object:
-    """The stage of ``model`` as an ``openvino.Model``: read from ``folder/<key>/`` when a whole, matching
-    conversion is there; otherwise converted and saved there (atomically: a folder renamed into place) for the next
-    process, and read back, so that the first run computes exactly what later ones do. A cache that cannot be
-    written costs the saving only (a warning), never the run.
+def compiled_key(ir_sha256: str, size: tuple[int, int], device: str, config: dict[str, object], core: object) -> str:
+    """SHA-256 over what a compiled part depends on: the converted part's bytes (``ir_sha256``), the frame size, the
+    device and its settings, the OpenVINO version and the processor it was compiled for."""
+    ov = import_openvino()
+    record = {
+        "format": CACHE_FORMAT,
+        "ir_sha256": ir_sha256,
+        "size": list(size),
+        "device": device,
+        "config": {name: str(value) for name, value in sorted(config.items())},
+        "openvino": ov.get_version(),
+        "device_name": str(core.get_property(device, "FULL_DEVICE_NAME")),  # type: ignore[attr-defined]
+        "cpu_flags": sorted(cpu_flags()),
+    }
+    return _sha256_of(record)
+
+
+def cached_stage(model: CDVDTSP, cache: CacheFolder, core: object) -> tuple[dict[str, object], dict[str, str]]:
+    """The parts of ``model``'s stage as ``openvino.Model`` s, and the SHA-256 of each part's saved files (empty
+    when they could not be saved): read from ``cache.root/ir/<key>/`` when a whole, matching conversion is there;
+    otherwise converted and saved there for the next process, and read back, so that the first run computes exactly
+    what later ones do. A cache that cannot be written costs the saving only (a warning), never the run.
     """
     ov = import_openvino()
-    key = conversion_key(model)
-    entry = Path(folder) / key
-    if entry.is_dir():
-        problem = _check_entry(entry)
-        if problem is None:
-            try:
-                converted = core.read_model(str(entry / "stage.xml"))  # type: ignore[attr-defined]
-            except RuntimeError as err:
-                problem = f"OpenVINO cannot read it ({err})"
-            else:
-                logger.info("OpenVINO stage read from the cache %s", entry)
-                return converted
-        logger.warning("ignoring the cached OpenVINO stage %s: %s; converting again", entry, problem)
-        shutil.rmtree(entry, ignore_errors=True)
-    converted = convert_openvino(cpu_float_model(model), part="stage")
-    try:
-        _save_entry(ov, converted, entry)
-    except OSError as err:
-        logger.warning("could not cache the converted OpenVINO stage in %s (%s); later runs convert again", entry, err)
-        return converted
+    entry = cache.root / "ir" / conversion_key(model)
+    files = cache.load(entry, IR_FILES, "OpenVINO stage")
+    models = None if files is None else _read_parts(core, entry, files)
+    if files is not None and models is not None:
+        logger.info("OpenVINO stage read from the cache %s", entry)
+        return models, _parts_sha256(files)
+    converted = {part: convert_openvino(cpu_float_model(model), part=part) for part in PARTS}
+
+    def write(folder: Path) -> None:
+        for part, part_model in converted.items():
+            ov.save_model(part_model, str(folder / f"{part}.xml"), compress_to_fp16=False)
+
+    if not cache.save(entry, write, IR_FILES):
+        return converted, {}
+    files = cache.load(entry, IR_FILES, "OpenVINO stage")
+    models = None if files is None else _read_parts(core, entry, files)
+    if files is None or models is None:
+        return converted, {}
     logger.info("OpenVINO stage converted and cached in %s", entry)
-    # run what later processes will read: the saved model can differ from the in-memory one in the last bit
-    return core.read_model(str(entry / "stage.xml"))  # type: ignore[attr-defined]
+    return models, _parts_sha256(files)
 
 
-def _check_entry(entry: Path) -> str | None:
-    """None when ``entry`` holds the files its record lists with their recorded digests, else what is wrong."""
+def _read_parts(core: object, entry: Path, files: dict[str, bytes]) -> dict[str, object] | None:
+    """The models in the (verified) bytes of a cached stage, or None (with a warning) when OpenVINO cannot read one."""
     try:
-        record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
-        expected = dict(record["sha256"])
-        for name in STAGE_FILES:
-            if file_sha256(entry / name) != expected[name]:
-                return f"{name} differs from what was saved"
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"incomplete ({err})"
-    return None
+        return {part: core.read_model(files[f"{part}.xml"], files[f"{part}.bin"]) for part in PARTS}  # type: ignore[attr-defined]
+    except RuntimeError as err:
+        logger.warning("ignoring the cached OpenVINO stage %s: OpenVINO cannot read it (%s)", entry, err)
+        return None
 
 
-def _save_entry(ov: object, converted: object, entry: Path) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(entry.parent)
-    tmp = temp_path(entry)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        ov.save_model(converted, str(tmp / "stage.xml"), compress_to_fp16=False)  # type: ignore[attr-defined]
-        digests = {name: file_sha256(tmp / name) for name in STAGE_FILES}
-        (tmp / RECORD).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": digests}, indent=1) + "\n")
-        try:
-            os.replace(tmp, entry)
-        except OSError:
-            if not entry.is_dir():  # not another process that saved the same conversion first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _parts_sha256(files: dict[str, bytes]) -> dict[str, str]:
+    """Per part, a SHA-256 over its files' SHA-256."""
+    return {
+        part: _sha256_of({name: hashlib.sha256(files[name]).hexdigest() for name in (f"{part}.xml", f"{part}.bin")})
+        for part in PARTS
+    }
+
+
+def _input_shape(part: str, size: tuple[int, int]) -> list[int]:
+    """The input shape of ``part`` for one window of (H, W) frames."""
+    return [3, 1, 3, *size] if part == "alignment" else [1, 10, *size]
+
+
+def _sha256_of(record: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 def _type_name(element_type: object) -> str:

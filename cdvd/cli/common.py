@@ -6,19 +6,22 @@ import difflib
 import logging
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from cdvd.errors import UserError, user_message
+from cdvd.atomic import unwritable_reason
+from cdvd.errors import ConfigError, UserError, user_message
+from cdvd.tool_help import CONFIG_PACKAGE, register_help_resolver
 from cdvd.tracking import register_resolvers
 
-CONFIG_PATH = "pkg://cdvd.configs"
+CONFIG_PATH = f"pkg://{CONFIG_PACKAGE}"
 """The Hydra configs, shipped inside the package (``configs/`` in a checkout, ``cdvd/configs`` in a wheel)."""
 
 EXIT_USER_ERROR = 2
@@ -60,6 +63,7 @@ def prepare_argv() -> None:
     the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders) and hides
     :data:`THIRD_PARTY_WARNINGS`."""
     register_resolvers()
+    register_help_resolver()  # --help's parts (configs/hydra/help/cdvd.yaml)
     hide_third_party_warnings()
     sys.argv[1:] = quote_non_ascii(sys.argv[1:])
 
@@ -70,6 +74,16 @@ def hide_third_party_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
+RERUN_FLAG = "--experimental-rerun"
+"""Hydra's flag that reruns a job from its ``config.pickle`` with ``pickle.load``: a file would choose what runs."""
+
+
+def is_rerun_flag(arg: str) -> bool:
+    """Whether ``arg`` is :data:`RERUN_FLAG`, whole or abbreviated as argparse takes it (``--experimental-r x``)."""
+    name = arg.split("=", 1)[0]
+    return name.startswith("--e") and RERUN_FLAG.startswith(name)
+
+
 def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
     """Run a console script's ``@hydra.main`` function; a command line Hydra cannot compose into a config (an
     unknown setting, a missing config option, an override it cannot parse) is one line and exit 2, as every other
@@ -78,6 +92,12 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
     With ``HYDRA_FULL_ERROR=1`` set by the user, Hydra reports everything its own way.
     """
     prepare_argv()
+    if any(is_rerun_flag(arg) for arg in sys.argv[1:]):
+        fail(
+            prog,
+            f"{RERUN_FLAG} reads a pickle, which runs whatever code it names: refused (a run's settings are in "
+            "<run>/.hydra/overrides.yaml: pass them again)",
+        )
     before = os.environ.get(FULL_ERROR)
     if before == "1":
         hydra_main()
@@ -86,7 +106,9 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
     try:
         hydra_main()
     except CompactHydraException as err:
-        fail(prog, hydra_message(err, prog))
+        # a check of ours that Hydra ran (a callback it builds, configs/hparams_search/): its own line
+        cause = err.__cause__
+        fail(prog, user_message(cause) if isinstance(cause, UserError) else hydra_message(err, prog))
     finally:
         if before is None:
             os.environ.pop(FULL_ERROR, None)
@@ -94,8 +116,44 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
             os.environ[FULL_ERROR] = before
 
 
+def quoting_hint(override: str) -> str | None:
+    """For an override Hydra cannot parse, ``key=value`` with the value in quotes, as typed in a shell
+    (``'input="clip (1).mp4"'``), when that form parses: the value holds characters of Hydra's override grammar
+    (``( ) [ ] { } = ' "`` ...), as file names often do. ``None`` when quoting would not help."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key, sep, value = override.partition("=")
+    if not sep or not value or value[:1] in "'\"":
+        return None
+    quote = '"' if '"' not in value else "'"
+    escaped = value.replace(quote, "\\" + quote)  # both kinds of quote in the value: Hydra's escape
+    quoted = f"{key}={quote}{escaped}{quote}"
+    try:
+        OverridesParser.create().parse_override(quoted)
+    except Exception:  # noqa: BLE001 - any parse error: quoting is not the fix
+        return None
+    return shlex.quote(quoted)
+
+
+def override_message(err: OverrideParseException) -> str:
+    """The user's line for an override Hydra cannot parse: the override, Hydra's reason and, where quoting the value
+    makes it parse (a file name with ``(``, ``[``...), how to quote it on the command line."""
+    reason = str(err.message).strip().splitlines()[0] if str(err.message).strip() else "cannot parse it"
+    message = f"cannot read `{err.override}` ({reason})"
+    hint = quoting_hint(err.override)
+    if hint is not None:
+        message += (
+            ": characters such as ( ) [ ] { } = and quotes are Hydra's override syntax; quote a file name, as in "
+            f"{hint}"
+        )
+    return message
+
+
 def hydra_message(err: CompactHydraException, prog: str) -> str:
-    """The user's line for a Hydra composition error: for an unknown key, the closest known one."""
+    """The user's line for a Hydra composition error: for an unknown key, the closest known one; for an override
+    it cannot parse, how to quote it (:func:`override_message`)."""
+    if isinstance(err, OverrideParseException):
+        return override_message(err)
     cause = err.__cause__
     parent = getattr(cause, "parent_node", None)
     full_key = getattr(cause, "full_key", None)
@@ -116,6 +174,21 @@ def hydra_message(err: CompactHydraException, prog: str) -> str:
         lambda m: f"; available options in {m[1]}: " + ", ".join(m[2].split()),
         text,
     ).strip()
+
+
+def check_writable_place(folder: str | os.PathLike, setting: str, value: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work, a ``folder`` that files cannot be written into: the nearest folder of it that
+    exists (itself, or the one its missing folders would be made in) must take a new file, probed with a hidden
+    file that is removed at once. Nothing else is made, so a refused or failed run leaves no empty folder.
+    ``value``: the setting's value named in the message (default: ``folder``).
+
+    Raises:
+        ConfigError: a file (or a FIFO, a device) in the way, or no permission, naming ``setting``.
+    """
+    named = f"{setting}={folder if value is None else value}"
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise ConfigError(f"cannot write {named}: {reason} (pass a writable {setting}=)")
 
 
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:

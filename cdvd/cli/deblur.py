@@ -23,14 +23,15 @@ from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 from cdvd.data.sources import discover_sources, shard_sources
 from cdvd.errors import ConfigError
 from cdvd.inference.runner import is_video_output, plan_videos, run_plans
-from cdvd.inference.settings import DeblurSettings, build_deblurrer, deblur_settings
+from cdvd.inference.settings import DeblurSettings, build_deblurrer, check_run_paths, deblur_settings
 from cdvd.runtime import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
 
 
 def check_paths(settings: DeblurSettings) -> tuple[Path, Path]:
-    """``(input, output)``, both given and the input present."""
+    """``(input, output)``: both given, the input present and a file or folder, the output apart from it (not at,
+    in or over it: :func:`cdvd.inference.settings.check_run_paths`)."""
     if not settings.input:
         raise ConfigError(
             "no input given: pass input=PATH (a video file, a folder of frames, a folder of videos or a dataset root)"
@@ -43,6 +44,7 @@ def check_paths(settings: DeblurSettings) -> tuple[Path, Path]:
     input_path = Path(settings.input)
     if not input_path.exists():
         raise ConfigError(f"input not found: {input_path} (pass input=PATH of a video, frames or a dataset)")
+    check_run_paths(settings)
     return input_path, Path(settings.output)
 
 
@@ -73,7 +75,7 @@ def run_deblur(cfg: DictConfig) -> dict[str, Any]:
         overwrite=settings.overwrite,
         video=settings.video_options(),
         compare=settings.compare,
-    )  # checks the outputs (writable, not in the input, not made another way) before any frame is computed
+    )  # checks the outputs (writable, not made another way) before any frame is computed
     if settings.reuse_memory:
         reuse_freed_memory()
     logger.info(

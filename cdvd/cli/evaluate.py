@@ -9,30 +9,95 @@ frames are matched to GT frames by name (the stem: ``00012.png`` scores against 
 ``frames=paper`` (default) leaves out the first and last 2 frames of each video, as the published tables did;
 ``frames=all`` scores every frame. A video's score is the mean over its frames; the total is the mean over all
 frames of all videos. The scores go to the terminal (a table), to ``output`` (JSON) and to a CSV beside it.
+Both are checked before any work: they replace only an earlier report of ``cdvd-eval`` (known by its content)
+unless ``overwrite=true``, and never go at, in or over what the run reads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+from cdvd.cli.common import CONFIG_PATH, check_writable_place, run_cli, run_hydra
 from cdvd.data.io import has_frames
-from cdvd.data.sources import discover_sources, frame_folders, layout_videos, pair_videos, shard_sources
+from cdvd.data.sources import (
+    discover_sources,
+    frame_folders,
+    layout_videos,
+    pair_videos,
+    shard_sources,
+    special_kind,
+)
 from cdvd.errors import ConfigError
-from cdvd.evaluation import evaluate_pairs
-from cdvd.inference.manifest import file_sha256
+from cdvd.evaluation import check_something_scored, evaluate_pairs
+from cdvd.fingerprint import file_sha256
 from cdvd.inference.runner import deblur_videos
-from cdvd.inference.settings import EvalSettings, build_deblurrer, eval_settings
-from cdvd.protocol import CLIP_LENGTH, crop_border, write_report
+from cdvd.inference.settings import EvalSettings, build_deblurrer, check_run_paths, eval_settings
+from cdvd.protocol import CLIP_LENGTH, REPORT_CSV_HEADER, crop_border, write_report
 from cdvd.runtime import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
+
+REPORT_MARK = ("made_by", "cdvd-eval")
+"""The key and value every report's JSON holds: how a later run knows a file at ``output`` as one it may replace."""
+
+#: A report larger than this is not read to tell whether it is one (reports are a few hundred bytes per video).
+_REPORT_MAX_BYTES = 64 << 20
+
+
+def is_eval_report(path: Path) -> bool:
+    """Whether ``path`` is a JSON report that ``cdvd-eval`` wrote (it holds :data:`REPORT_MARK`)."""
+    try:
+        if path.stat().st_size > _REPORT_MAX_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    key, value = REPORT_MARK
+    return isinstance(data, dict) and data.get(key) == value
+
+
+def is_eval_csv(path: Path) -> bool:
+    """Whether ``path`` is the CSV of a report (its first row is :data:`cdvd.protocol.REPORT_CSV_HEADER`)."""
+    try:
+        with path.open("rb") as file:
+            first = file.readline(256)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == ",".join(REPORT_CSV_HEADER).encode()
+
+
+def check_report_destination(settings: EvalSettings) -> None:
+    """Before anything is deblurred or scored: the JSON report (``output``) and the CSV beside it can be written,
+    and each replaces nothing but an earlier report of ``cdvd-eval`` (told by content: :func:`is_eval_report`,
+    :func:`is_eval_csv`) unless ``overwrite=true``. A folder, a FIFO or a device at either is refused.
+
+    Raises:
+        ConfigError: naming ``output`` and the file in the way.
+    """
+    json_path = settings.report_path()
+    csv_path = json_path.with_suffix(".csv")
+    if json_path == csv_path:
+        raise ConfigError(f"output={json_path}: the report is JSON, with its CSV beside it: pass output=NAME.json")
+    checks: tuple[tuple[Path, Callable[[Path], bool]], ...] = ((json_path, is_eval_report), (csv_path, is_eval_csv))
+    for path, is_ours in checks:
+        if not path.exists() and not path.is_symlink():
+            continue
+        kind = "a folder" if path.is_dir() else special_kind(path)
+        if kind is not None:
+            raise ConfigError(f"output={json_path}: {path} is {kind}; pass output=FILE.json elsewhere")
+        if not settings.overwrite and not is_ours(path):
+            raise ConfigError(
+                f"output={json_path}: {path} exists and is not a cdvd-eval report: "
+                "pass another output=, or overwrite=true to replace it"
+            )
+    check_writable_place(json_path.parent, "output", json_path)
 
 
 def print_table(report: Mapping[str, Any], title: str = "PSNR / SSIM") -> None:
@@ -68,6 +133,7 @@ def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
         checkpoint.update({k: getattr(settings, k) for k in ("precision", "streaming", "device", "corr_backend")})
         checkpoint["tile"] = None if settings.tile.size is None else [settings.tile.size, settings.tile.overlap]
     return {
+        REPORT_MARK[0]: REPORT_MARK[1],
         "checkpoint": checkpoint,
         "input": str(Path(settings.input).resolve()) if settings.input else None,
         "results": str(results.resolve()),
@@ -82,7 +148,7 @@ def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
     }
 
 
-def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
+def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
     """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
     input_path = Path(settings.input or "")
     if not input_path.exists():
@@ -97,7 +163,9 @@ def _deblur_first(settings: EvalSettings, output: Path) -> tuple[Path, dict[str,
         if not pairs:
             raise ConfigError(f"cannot find ground truth in {input_path}: pass gt=DIR")
         gt_videos = {pair.name: list(pair.gt) for pair in pairs}
-    results = Path(settings.results) if settings.results else output.parent / "results"
+        check_something_scored(gt_videos, settings.frames)  # before deblurring what would score nothing
+    results = settings.results_path()
+    assert results is not None  # input= is given: results= or results/ beside the report
     sources = discover_sources(input_path, split=settings.split)
     if settings.num_shards > 1:  # deblur and score this shard's videos; score the union with results= gt=
         sources = shard_sources(sources, settings.num_shards, settings.shard)
@@ -118,11 +186,13 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         UserError: the user's mistakes, naming the key or file.
     """
     settings = eval_settings(cfg)
-    output = Path(settings.output or "metrics.json")
+    check_run_paths(settings)  # no output at, in or over an input; no FIFO or device to read
+    check_report_destination(settings)
+    output = settings.report_path()
     gt_videos = None
     deblurred: set[str] | None = None
     if settings.input:
-        results, gt_videos, deblurred = _deblur_first(settings, output)
+        results, gt_videos, deblurred = _deblur_first(settings)
     elif not settings.results:
         raise ConfigError("nothing to score: pass results=DIR gt=DIR, or input=DIR checkpoint=PATH")
     else:

@@ -17,14 +17,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdvd.atomic import atomic_destination
 from cdvd.checkpoints import load_model
-from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+from cdvd.cli.common import CONFIG_PATH, check_writable_place, run_cli, run_hydra
 from cdvd.config_checks import check_count, check_positive_number
+from cdvd.data.sources import check_apart, special_kind
 from cdvd.errors import ConfigError
 from cdvd.export import PARTS, export_onnx, export_openvino, verify_export
 
 logger = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+CHECK_REPORT = "export_check.json"
+"""Each exported file's agreement to torch, written beside them."""
 
 
 def _plan(cfg: DictConfig) -> tuple[Path, list[tuple[str, str, Path]]]:
@@ -46,10 +49,40 @@ def _plan(cfg: DictConfig) -> tuple[Path, list[tuple[str, str, Path]]]:
         raise ConfigError(f"check_size={list(cfg.check_size)}: expected [H, W], multiples of 4 (e.g. [72, 100])")
     output = Path(cfg.output)
     jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
-    existing = [str(path) for _, _, path in jobs if path.exists()]
-    if existing and not cfg.overwrite:
-        raise ConfigError(f"{', '.join(existing)} exist: pass overwrite=true to replace them, or another output=")
+    check_destination(output, written_files(output, jobs), checkpoint=Path(cfg.checkpoint), overwrite=cfg.overwrite)
     return output, jobs
+
+
+def written_files(output: Path, jobs: list[tuple[str, str, Path]]) -> list[Path]:
+    """Every file an export writes: each exported file (an OpenVINO ``.xml`` with its ``.bin``) and the report."""
+    files = [path for _, _, path in jobs]
+    files += [path.with_suffix(".bin") for name, _, path in jobs if name == "openvino"]
+    return [*files, output / CHECK_REPORT]
+
+
+def check_destination(output: Path, files: list[Path], *, checkpoint: Path, overwrite: bool) -> None:
+    """Before the model loads: ``output`` is a folder (or can be made) that takes files, none of ``files`` is a
+    folder, a FIFO or a device or the checkpoint itself, and none exists unless ``overwrite`` (the files of an
+    earlier export are replaced only when asked, as anything else there).
+
+    Raises:
+        ConfigError: naming ``output`` and the path in the way.
+    """
+    if (output.exists() or output.is_symlink()) and not output.is_dir():
+        kind = special_kind(output) or "a file"
+        raise ConfigError(f"output={output} is {kind}: the exported files go into a folder; pass output=DIR")
+    check_writable_place(output, "output")
+    for path in files:
+        check_apart({"output": path}, {"checkpoint": checkpoint})
+        kind = "a folder" if path.is_dir() else special_kind(path)
+        if kind is not None:
+            raise ConfigError(
+                f"output={output}: {path} is {kind}, where the export writes a file; pass another output="
+            )
+    existing = [str(path) for path in files if path.exists() or path.is_symlink()]
+    if existing and not overwrite:
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"{', '.join(existing)} {verb}: pass overwrite=true to replace, or another output=")
 
 
 def run_export(cfg: DictConfig) -> dict[str, Any]:
@@ -79,7 +112,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
             )
         checks.append(check.as_dict())
     report = {"checkpoint": str(cfg.checkpoint), "settings": OmegaConf.to_container(cfg), "checks": checks}
-    with atomic_destination(output / "export_check.json") as tmp:
+    with atomic_destination(output / CHECK_REPORT) as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 

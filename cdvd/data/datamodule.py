@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +18,6 @@ from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.frame_store import FrameStore
 from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
-from cdvd.data.locking import make_once
 from cdvd.data.resumable import ResumableDataLoader
 from cdvd.protocol import CLIP_LENGTH, check_frame_set
 
@@ -62,8 +61,10 @@ class DeblurDataModule(pl.LightningDataModule):
             all.
         seed: seeds the order of the training clips and their crops; ``None``: from the global seed
             (``seed_everything``).
-        synthesize: where the dataset root is missing, make it first with :func:`cdvd.data.synthetic.synthesize`:
-            a mapping ``{"train": {...settings}, "val": {...settings}}`` (``folder`` layout only).
+        synthesize: the built-in data: a mapping ``{"train": {...settings}, "val": {...settings}}`` of
+            :func:`cdvd.data.synthetic.synthesize` (``folder`` layout only). A split's folder is made where missing;
+            where it holds data made with other settings, the data asked for is made beside it and read from there
+            (:func:`cdvd.data.synthetic.synthetic_split`); a folder without cdvd-synth's record is read as it is.
         check_sizes: read every frame's header at setup and fail early on frames of different sizes.
         frame_store: an LMDB frame store made by ``cdvd-pack`` (:mod:`cdvd.data.frame_store`): the videos of
             both splits (by the split names, with the layout and ``blur_gamma`` it was packed with) and their
@@ -162,6 +163,7 @@ class DeblurDataModule(pl.LightningDataModule):
         self.val_n_frames_per_video = val_n_frames_per_video
         self.seed = seed
         self.synthesize = synthesize
+        self._synthetic: dict[str, Path] = {}  # kind -> the folder of the built-in data made with its settings
         self.check_sizes = check_sizes
         self.frame_store = FrameStore(frame_store) if frame_store is not None else None
         self.train_set: TrainClipDataset | None = None
@@ -173,6 +175,8 @@ class DeblurDataModule(pl.LightningDataModule):
         """(root, split) of the ``train`` or ``val`` split; the root is the frame store's folder when reading one."""
         if self.frame_store is not None:
             return self.frame_store.path, self.train_split if kind == "train" else self.val_split
+        if kind in self._synthetic:
+            return self._synthetic[kind], None
         own = self.train_root if kind == "train" else self.val_root
         base = own if own is not None else self.root
         if base is None:
@@ -187,18 +191,16 @@ class DeblurDataModule(pl.LightningDataModule):
         return base / split if split is not None else base
 
     def prepare_data(self) -> None:
-        """Make the synthetic splits that are missing (runs on one process per node under DDP)."""
+        """Find (or make, once: a lock makes parallel jobs wait for one maker) the synthetic splits made with the
+        settings asked for (on one process per node under DDP; the others find what it made)."""
         if not self.synthesize:
             return
-        from cdvd.data.synthetic import synthesize
+        from cdvd.data.synthetic import synthetic_split
 
         for kind in ("train", "val"):
             settings = self.synthesize.get(kind)
-            target = self.split_folder(kind)
-            if settings is None or target.exists():
-                continue
-            logger.info("making the synthetic %s split in %s", kind, target)
-            make_once(target, functools.partial(synthesize, output=target, **dict(settings)))
+            if settings is not None and kind not in self._synthetic:
+                self._synthetic[kind] = synthetic_split(self.split_folder(kind), settings)
 
     def _videos(self, kind: str) -> list[VideoPair]:
         root, split = self.split_source(kind)
@@ -206,8 +208,6 @@ class DeblurDataModule(pl.LightningDataModule):
             if self.root is not None:
                 logger.info("reading the %s split from the frame store %s, not from %s", kind, root, self.root)
             return self.frame_store.videos(split, layout=self.layout, blur_gamma=self.blur_gamma)
-        if self.synthesize and not self.split_folder(kind).exists():
-            self.prepare_data()
         return discover_videos(
             root,
             self.layout,
@@ -241,6 +241,7 @@ class DeblurDataModule(pl.LightningDataModule):
         return n_clips
 
     def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # the built-in data's folders first (found, or made where this process is the first)
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._train_set()
         if stage in (None, "fit", "validate") and self.val_set is None:
@@ -329,6 +330,21 @@ class DeblurDataModule(pl.LightningDataModule):
             generator=generator,
             **self._loader_kwargs(),
         )
+
+    def train_batches_per_rank(self) -> int:
+        """The batches each rank's training loader gives per epoch, known without building the loader.
+
+        What ``len(train_dataloader())`` is on one process, and under DDP with Lightning's distributed sampler (which
+        pads the data to a multiple of the world size). :class:`cdvd.lit_module.DeblurModule` counts OneCycle's
+        steps with it, so that Lightning does not build the loaders early (see ``onecycle_total_steps``).
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        items = len(self.train_set)
+        per_rank = math.ceil(items / self.world_size)
+        drop_last = items >= self.batch_size * self.world_size  # as train_dataloader
+        return per_rank // self.batch_size if drop_last else math.ceil(per_rank / self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:

@@ -15,8 +15,10 @@ The habit follows BasicSR's LMDB datasets (keys per frame, a meta record, read-o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -149,6 +151,8 @@ class _Environments:
             stat = (path / "data.mdb").stat()
         except OSError:
             raise DataError(f"frame store not found: {path} (no data.mdb; make one with cdvd-pack)") from None
+        if stat.st_size == 0:
+            raise DataError(f"frame store file {path / 'data.mdb'} is empty; copy it again or pack it with cdvd-pack")
         key = (stat.st_dev, stat.st_ino)
         env = self.open.get(key)
         if env is None:
@@ -156,10 +160,27 @@ class _Environments:
             try:
                 # many readers, no writer: no lock file (works on read-only media), no readahead (random reads)
                 env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+                _check_whole(env, path / "data.mdb", stat.st_size)
             except lmdb.Error as err:
                 raise DataError(f"cannot open frame store {path}: {err}") from err
             self.open[key] = env
         return env
+
+
+def _check_whole(env: Any, data_file: Path, size: int) -> None:
+    """Refuse a store whose file is shorter than its LMDB meta page says: a truncated copy. Its missing pages are
+    memory-mapped, and reading one kills the process with SIGBUS (no message, exit 135) in the middle of training.
+
+    Raises:
+        DataError: naming the file, its size and the size its header records (``env`` is closed).
+    """
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < needed:
+        env.close()
+        raise DataError(
+            f"frame store file {data_file} is truncated: {size} bytes, but its LMDB header records {needed}; "
+            "copy it again or pack it again with cdvd-pack"
+        )
 
 
 _ENVIRONMENTS = _Environments()
@@ -194,11 +215,24 @@ class FrameStore:
             self._pid = os.getpid()
         return self._env
 
+    @contextlib.contextmanager
+    def _transaction(self, *, buffers: bool = False) -> Iterator[Any]:
+        """A read transaction; LMDB's errors of a damaged file (``MDB_CORRUPTED``...) are a DataError naming it."""
+        lmdb = import_lmdb()
+        env = self._environment()
+        try:
+            with env.begin(buffers=buffers) as txn:
+                yield txn
+        except lmdb.Error as err:
+            damaged = self.path / "data.mdb"
+            advice = "copy it again or pack it again with cdvd-pack"
+            raise DataError(f"frame store {damaged} is damaged ({err}); {advice}") from err
+
     @property
     def meta(self) -> StoreMeta:
         """The store's meta record (read once per process)."""
         if self._meta is None:
-            with self._environment().begin() as txn:
+            with self._transaction() as txn:
                 data = txn.get(META_KEY)
             if data is None:
                 raise DataError(f"frame store {self.path} has no meta record (not finished by cdvd-pack?)")
@@ -214,7 +248,7 @@ class FrameStore:
 
     def read_bytes(self, key: str) -> bytes:
         """The stored bytes of frame ``key`` (its file's bytes, or raw RGB); a missing key is a DataError naming it."""
-        with self._environment().begin() as txn:
+        with self._transaction() as txn:
             data = txn.get(key.encode())
         if data is None:
             raise DataError(f"frame {key} is not in the frame store {self.path}")
@@ -223,7 +257,7 @@ class FrameStore:
     def read(self, key: str) -> np.ndarray:
         """Frame ``key`` as uint8 RGB (H, W, 3), the pixels :func:`cdvd.data.io.read_rgb` gives for its file."""
         raw = self.meta.encoding == "raw"
-        with self._environment().begin(buffers=True) as txn:
+        with self._transaction(buffers=True) as txn:
             data = txn.get(key.encode())
             if data is None:
                 raise DataError(f"frame {key} is not in the frame store {self.path}")

@@ -16,6 +16,13 @@ from cdvd.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+#: Any bit depth and colour layout as stored, EXIF orientation applied (alpha dropped by the decoder).
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+#: EXIF orientations that swap width and height (transposed, or turned by 90 degrees either way).
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+
 __all__ = ["IMAGE_EXTENSIONS", "DataError", "has_frames", "image_size", "list_frames", "natural_key", "read_rgb",
            "write_rgb"]  # fmt: skip
 
@@ -28,8 +35,8 @@ def natural_key(name: str) -> list[object]:
 def list_frames(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, in natural order.
 
-    Hidden files are not frames: the partial file a killed writer left (``.00012.tmp4242.png``) or the ``._*``
-    files macOS leaves on external drives would otherwise shift or break the frame list.
+    Hidden files are not frames: the partial file a killed writer left (``.00012.cdvd-tmp-4242-0a1b2c3d.png``) or
+    the ``._*`` files macOS leaves on external drives would otherwise shift or break the frame list.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -51,7 +58,8 @@ def _is_image(path: Path) -> bool:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as uint8 RGB (H, W, 3). Grey images are expanded, alpha is dropped."""
+    """Read an image as uint8 RGB (H, W, 3), upright (its EXIF orientation applied, as viewers show it). Grey images
+    are expanded, alpha is dropped."""
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     if data is None:
@@ -62,12 +70,16 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 def decode_rgb(data: np.ndarray | bytes | memoryview, source: str) -> np.ndarray:
     """Decode an encoded image file's bytes (PNG, JPEG...) as uint8 RGB (H, W, 3), as :func:`read_rgb` does.
 
+    The EXIF orientation (a camera's "rotate 90" tag in a JPEG, PNG, WebP or TIFF) is applied by OpenCV: any depth
+    and colour are kept (``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``; ``IMREAD_UNCHANGED`` would ignore the tag), so deblur
+    input, training frames and frame stores all see the frame upright, and :func:`image_size` agrees.
+
     Args:
         data: the file's bytes (a 1-D uint8 array or any buffer).
         source: where the bytes come from, for the error message (a path, a key in a frame store).
     """
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    image = cv2.imdecode(buffer, _DECODE_FLAGS) if buffer.size else None
     if image is None:
         raise DataError(f"cannot decode image (unreadable or corrupt): {source}")
     if image.dtype == np.uint16:
@@ -94,17 +106,16 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
     try:
         with atomic_destination(path) as tmp:
             # Python's file object, not ndarray.tofile: tofile can lose a full disk's error at close and leave a
-            # short file, which the rename would then pass off as whole
+            # short file, which the rename would then pass off as whole (atomic_destination fsyncs it, then renames)
             with open(tmp, "wb") as handle:
                 handle.write(encoded.tobytes())
-                handle.flush()
-                os.fsync(handle.fileno())
     except OSError as err:  # a full disk, a read-only or vanished folder
         raise DataError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image, read from its header only where Pillow can (no full decode).
+    """(H, W) of an image as :func:`read_rgb` gives it (upright: EXIF orientation applied), read from its header
+    only where Pillow can (no full decode).
 
     Raises:
         DataError: the file is missing or is not a readable image (the message names it).
@@ -118,7 +129,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return read_rgb(path).shape[:2]
     try:
         with Image.open(path) as img:
-            width, height = img.size
+            # the stored size (Pillow's TIFF reader reports a TIFF's upright one: its stored one is in its tags)
+            tags = getattr(img, "tag_v2", None)
+            width, height = (tags[256], tags[257]) if tags is not None and 256 in tags and 257 in tags else img.size
+            # the base class's EXIF reader: from the header (PNG's own would decode the whole image to look further)
+            if Image.Image.getexif(img).get(_EXIF_ORIENTATION) in _SWAPPING_ORIENTATIONS:
+                width, height = height, width
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         # formats Pillow does not know but OpenCV does: decode the whole image
         try:

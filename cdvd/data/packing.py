@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cdvd.atomic import atomic_folder, replaceable_folder
 from cdvd.data.frame_store import ENCODINGS, META_KEY, StoreMeta, StoreVideo, import_lmdb
 from cdvd.data.io import DataError, read_rgb
 from cdvd.data.layouts import LAYOUTS, detect_layout, discover_videos, find_splits
@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 _COMMIT_BYTES = 256 * 2**20  # one write transaction per this many frame bytes: bounded memory while packing
 _MAX_KEY_BYTES = 511  # LMDB's default largest key
+STORE_KIND = "frame-store"  # the kind in a store's marker file (cdvd.atomic.OWNER_FILE)
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def _check_output(root: Path, output: Path, overwrite: bool) -> None:
     if output.exists() or output.is_symlink():
         if not overwrite:
             raise DataError(f"frame store already exists: {output} (overwrite=true to replace it)")
-        if not (output.is_dir() and (output / "data.mdb").is_file()):
-            raise DataError(f"{output} exists and is not a frame store: not replaced (choose another output)")
+        if not replaceable_folder(output, STORE_KIND):  # the ownership rule of every command that replaces a folder
+            raise DataError(f"{output} exists and was not made by cdvd-pack: not replaced (choose another output)")
 
 
 def _collect(root: Path, layout: str, splits: Sequence[str | None], blur_gamma: bool, encoding: str) -> StoreMeta:
@@ -132,15 +133,6 @@ def _write_store(folder: Path, root: Path, meta: StoreMeta, map_size: int) -> in
     return n_bytes
 
 
-def _replace(tmp: Path, output: Path) -> None:
-    """Move the finished store ``tmp`` onto ``output`` (an existing store is moved aside first, then removed)."""
-    old = output.with_name(f".{output.name}.old{os.getpid()}")
-    if output.exists():
-        os.replace(output, old)
-    os.replace(tmp, output)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def pack_dataset(
     root: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -155,7 +147,8 @@ def pack_dataset(
     """Pack the blurry and GT frames of a dataset's splits into one LMDB frame store.
 
     The store is built in a hidden folder beside ``output`` and renamed into place when complete, so ``output`` is
-    either the previous store or the whole new one.
+    either the previous store or the whole new one (:func:`cdvd.atomic.atomic_folder`). Only a folder that
+    ``cdvd-pack`` made (its marker file, :func:`cdvd.atomic.owned_folder`) or an empty one is replaced.
 
     Args:
         root: the dataset root (any layout of :mod:`cdvd.data.layouts`).
@@ -164,7 +157,7 @@ def pack_dataset(
         splits: the splits to pack; ``None``: every split found (:func:`cdvd.data.layouts.find_splits`).
         blur_gamma: GOPRO: pack ``blur_gamma/`` instead of ``blur/``.
         map_size: the LMDB map size in bytes; ``None``: from the frames' file sizes. Grown when short.
-        overwrite: replace an existing store at ``output``.
+        overwrite: replace an existing store at ``output`` that cdvd-pack made (never another folder).
         encoding: ``file``: store each frame file's bytes as they are (a PNG stays a PNG: small, decoded when
             read); ``raw``: store the decoded uint8 RGB pixels (no decode when read; 1.5-3x the size of PNGs).
 
@@ -200,16 +193,11 @@ def pack_dataset(
     logger.info(
         "packing %d frames (%.2f GiB) of %s (%s layout) into %s", meta.n_frames, sizes / 2**30, root, layout, output
     )
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        n_bytes = _write_store(tmp, root, meta, size)
-        _replace(tmp, output)
+    try:  # a marked hidden folder beside output (what killed runs left there is removed first), renamed when whole
+        with atomic_folder(output, kind=STORE_KIND, replace=overwrite) as tmp:
+            n_bytes = _write_store(tmp, root, meta, size)
     except OSError as err:
         raise DataError(f"cannot write the frame store {output}: {err.strerror or err}") from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     report = PackReport(
         output=output,
         layout=layout,

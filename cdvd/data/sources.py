@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from cdvd.data.io import DataError, has_frames, list_frames, natural_key, read_rgb
 from cdvd.data.layouts import VideoPair, detect_layout, discover_videos
+from cdvd.errors import ConfigError
 from cdvd.video import VIDEO_SUFFIXES, DecodedFrame, VideoInfo, VideoReader, is_video_path, read_video_frames
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,68 @@ class VideoSource:
             yield frame.image
 
 
+#: What a path that is neither a regular file nor a folder is, by its ``stat`` type.
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def special_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``"a FIFO (named pipe)"``, a device, a
+    socket), after symlinks; ``None`` for a file, a folder or a missing path. Such a path would block a reader
+    (a FIFO with no writer) or never end (``/dev/zero``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return _SPECIAL_KINDS.get(stat.S_IFMT(mode))
+
+
+def check_not_special(path: str | os.PathLike, setting: str) -> None:
+    """Refuse a path to read that is a FIFO, a device or a socket (:func:`special_kind`), naming the setting.
+
+    Raises:
+        DataError: ``setting=path`` is such a path.
+    """
+    kind = special_kind(path)
+    if kind is not None:
+        raise DataError(f"{setting}={path} is {kind}, not a file or a folder: pass {setting}= a file or folder")
+
+
+def check_apart(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike]) -> None:
+    """Refuse any output at, inside or over any input, whatever either is (a video file, a folder of frames, a
+    folder of videos, a dataset root): a run never writes into what it reads, and its outputs never hold it.
+
+    Real paths are compared (symlinks resolved: a link to the input is the input), before anything is written.
+
+    Args:
+        outputs: the paths a run writes, by the setting that names them (``output``, ``results``).
+        inputs: the paths it reads, by setting (``input``, ``gt``, ``results``).
+
+    Raises:
+        ConfigError: naming both settings and paths.
+    """
+    for out_key, out in outputs.items():
+        out_real = Path(out).resolve()
+        for in_key, inp in inputs.items():
+            in_real = Path(inp).resolve()
+            if out_real == in_real:
+                relation = "is the same place as"
+            elif in_real in out_real.parents:
+                relation = "is inside"
+            elif out_real in in_real.parents:
+                relation = "holds"
+            else:
+                continue
+            raise ConfigError(
+                f"{out_key}={out} {relation} {in_key}={inp}: a run never writes into the input or around it; "
+                f"pass another {out_key}="
+            )
+
+
 def _frame_source(folder: Path, name: str | None = None) -> VideoSource:
     files = list_frames(folder)
     if not files:
@@ -136,6 +200,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
     path = Path(path)
     if not path.exists():
         raise DataError(f"input not found: {path}")
+    check_not_special(path, "input")
     if path.is_file():
         if not is_video_path(path):
             raise DataError(
@@ -196,7 +261,8 @@ def frame_folders(root: str | os.PathLike, split: str | None = "test", *, gt: bo
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"folder not found: {root}")
+        kind = special_kind(root) or ("a file" if root.exists() else None)
+        raise DataError(f"{root} is {kind}, not a folder of frames" if kind else f"folder not found: {root}")
     if has_frames(root):
         return {root.name: list_frames(root)}
     if gt:

@@ -14,23 +14,29 @@ power ``gamma``, then back), and the GT frame is the middle sub-frame of each ex
   ``sub_frames`` consecutive source frames.
 
 The output is the ``folder`` layout (``DIR/blur/<video>/00000.png``, ``DIR/gt/<video>/00000.png``) with a
-``meta.json`` of the settings; it is written beside ``DIR`` and renamed into place when complete.
+``meta.json`` of the settings and the project's marker file (:data:`cdvd.atomic.OWNER_FILE`); it is written beside
+``DIR`` and renamed into place when complete. ``overwrite`` replaces only a folder that cdvd-synth made (the marker
+says so) or an empty one: never a folder of the user's.
+
+The data module's built-in data (``data.synthesize``) comes from :func:`synthetic_split`: a folder made with the
+settings asked for, never one made with other settings.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cdvd.atomic import NotOwnedError, atomic_folder, owned_folder, probe_writable
 from cdvd.config_checks import check_count, check_positive_number
 from cdvd.data.camera_blur import (
     builtin_images,
@@ -45,12 +51,14 @@ from cdvd.data.camera_blur import (
     to_linear,
 )
 from cdvd.data.io import DataError, write_rgb
+from cdvd.data.locking import make_once
 from cdvd.errors import ConfigError
 from cdvd.metrics import psnr_uint8
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("builtin", "folder", "video")
+DATASET_KIND = "synthetic-dataset"  # the kind in the marker file of a dataset cdvd-synth made
 
 
 def _safe(name: str) -> str:
@@ -106,42 +114,24 @@ def synthesize(
             ``overwrite``) or an unreadable source.
     """
     output = Path(output)
-    try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
-        for name, count in (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames)):
-            check_count(name, count, 1)
-        check_count("seed", seed, 0)
-        for name, number in (
-            ("motion_min", motion_min),
-            ("motion_max", motion_max),
-            ("rotation", rotation),
-            ("zoom", zoom),
-            ("noise_std", noise_std),
-        ):
-            check_positive_number(name, number, allow_zero=True)
-        check_positive_number("gamma", gamma)
-        if jpeg_quality is not None:
-            check_count("jpeg_quality", jpeg_quality, 1)
-        scalar = isinstance(size, int | float | str)
-        sides = tuple(check_count("size", side, 8) for side in ([size, size] if scalar else size))
-    except ConfigError as err:
-        raise DataError(str(err)) from None
-    settings = {
-        "source": source,
-        "source_path": None if source_path is None else str(source_path),
-        "n_videos": n_videos,
-        "n_frames": n_frames,
-        "size": list(sides),
-        "sub_frames": sub_frames,
-        "motion_min": motion_min,
-        "motion_max": motion_max,
-        "rotation": rotation,
-        "zoom": zoom,
-        "gamma": gamma,
-        "noise_std": noise_std,
-        "jpeg_quality": jpeg_quality,
-        "seed": seed,
-    }
-    check_settings(settings, output, overwrite)
+    settings = resolve_settings(
+        source=source,
+        source_path=source_path,
+        n_videos=n_videos,
+        n_frames=n_frames,
+        size=size,
+        sub_frames=sub_frames,
+        motion_min=motion_min,
+        motion_max=motion_max,
+        rotation=rotation,
+        zoom=zoom,
+        gamma=gamma,
+        noise_std=noise_std,
+        jpeg_quality=jpeg_quality,
+        seed=seed,
+    )
+    sides = tuple(settings["size"])
+    check_output(output, overwrite)
     rng = np.random.default_rng(seed)
 
     if source == "video":
@@ -164,58 +154,166 @@ def synthesize(
         order = rng.permutation(len(photos))
         jobs = [photos[order[i % len(photos)]] for i in range(n_videos)]
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    summaries = []
-    try:
-        for index, (source_name, material) in enumerate(jobs):
-            video_rng = np.random.default_rng([seed, index])
-            name = f"{index:03d}_{_safe(source_name)}"
-            info: dict[str, Any] = {"name": name, "source": source_name}
-            if source == "video":
-                linear = [to_linear(f, gamma) for f in material]
-                blurry = [np.mean(linear[k : k + sub_frames], axis=0) for k in range(0, len(linear), sub_frames)]
-                sharp = [linear[k + sub_frames // 2] for k in range(0, len(linear), sub_frames)]
-            else:
-                path = camera_path(video_rng, n_frames, sub_frames, (motion_min, motion_max), rotation, zoom)
-                image, centre = prepare_still(material, path, sides, video_rng)
-                blurry, sharp = render_still(image, path, centre, sides, sub_frames, gamma)
-                info["motion_px_per_frame"] = round(
-                    float(np.linalg.norm(np.diff(path[:, :2], axis=0), axis=1).sum() / n_frames), 2
-                )
-            psnrs = []
-            for k, (blur_lin, sharp_lin) in enumerate(zip(blurry, sharp, strict=True)):
-                gt = to_display_uint8(sharp_lin, gamma, 0.0, video_rng)
-                blur = to_display_uint8(blur_lin, gamma, noise_std, video_rng)
-                if jpeg_quality is not None:
-                    blur = jpeg_roundtrip(blur, jpeg_quality)
-                write_rgb(staging / "blur" / name / f"{k:05d}.png", blur)
-                write_rgb(staging / "gt" / name / f"{k:05d}.png", gt)
-                psnrs.append(psnr_uint8(blur, gt, crop_border=0))
-            info["psnr_blur_db"] = round(float(np.mean(psnrs)), 3)
-            summaries.append(info)
-            logger.info(
-                "video %s: %d frames from %s, blurry vs sharp %.2f dB",
-                name,
-                len(blurry),
-                source_name,
-                info["psnr_blur_db"],
-            )
-        summary = {
-            "output": str(output),
-            **settings,
-            "videos": summaries,
-            "psnr_blur_db": round(float(np.mean([v["psnr_blur_db"] for v in summaries])), 3),
-        }
-        (staging / "meta.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _move_into_place(staging, output, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("wrote %d videos of %d frames (%dx%d) to %s", len(summaries), n_frames, sides[0], sides[1], output)
+    try:  # a marked hidden folder beside output (what killed runs left there is removed first), renamed when whole
+        with atomic_folder(output, kind=DATASET_KIND, replace=overwrite) as staging:
+            videos = _write_videos(staging, jobs, settings)
+            summary = {
+                "output": str(output),
+                **settings,
+                "videos": videos,
+                "psnr_blur_db": round(float(np.mean([v["psnr_blur_db"] for v in videos])), 3),
+            }
+            (staging / "meta.json").write_text(json.dumps(summary, indent=2) + "\n")
+    except NotOwnedError as err:  # a folder of someone else's appeared there meanwhile
+        raise DataError(f"output folder {output} holds files cdvd-synth did not make: not replaced") from err
+    except OSError as err:
+        if output.is_dir() and any(output.iterdir()) and not overwrite:  # another run made it meanwhile
+            raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true)") from err
+        raise DataError(f"cannot write the dataset {output}: {err.strerror or err}") from err
+    logger.info("wrote %d videos of %d frames (%dx%d) to %s", len(videos), n_frames, sides[0], sides[1], output)
     return summary
 
 
-def check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> None:
+def _write_videos(staging: Path, jobs: Sequence[tuple[str, Any]], settings: Mapping[str, Any]) -> list[dict]:
+    """Render every video of ``jobs`` into ``staging``; per video its name, source and blurry-vs-sharp PSNR."""
+    source, seed, sides, n_frames = settings["source"], settings["seed"], tuple(settings["size"]), settings["n_frames"]
+    sub_frames, gamma, noise_std = settings["sub_frames"], settings["gamma"], settings["noise_std"]
+    motion, rotation, zoom = (settings["motion_min"], settings["motion_max"]), settings["rotation"], settings["zoom"]
+    summaries = []
+    for index, (source_name, material) in enumerate(jobs):
+        video_rng = np.random.default_rng([seed, index])
+        name = f"{index:03d}_{_safe(source_name)}"
+        info: dict[str, Any] = {"name": name, "source": source_name}
+        if source == "video":
+            linear = [to_linear(f, gamma) for f in material]
+            blurry = [np.mean(linear[k : k + sub_frames], axis=0) for k in range(0, len(linear), sub_frames)]
+            sharp = [linear[k + sub_frames // 2] for k in range(0, len(linear), sub_frames)]
+        else:
+            path = camera_path(video_rng, n_frames, sub_frames, motion, rotation, zoom)
+            image, centre = prepare_still(material, path, sides, video_rng)
+            blurry, sharp = render_still(image, path, centre, sides, sub_frames, gamma)
+            info["motion_px_per_frame"] = round(
+                float(np.linalg.norm(np.diff(path[:, :2], axis=0), axis=1).sum() / n_frames), 2
+            )
+        psnrs = []
+        for k, (blur_lin, sharp_lin) in enumerate(zip(blurry, sharp, strict=True)):
+            gt = to_display_uint8(sharp_lin, gamma, 0.0, video_rng)
+            blur = to_display_uint8(blur_lin, gamma, noise_std, video_rng)
+            if settings["jpeg_quality"] is not None:
+                blur = jpeg_roundtrip(blur, settings["jpeg_quality"])
+            write_rgb(staging / "blur" / name / f"{k:05d}.png", blur)
+            write_rgb(staging / "gt" / name / f"{k:05d}.png", gt)
+            psnrs.append(psnr_uint8(blur, gt, crop_border=0))
+        info["psnr_blur_db"] = round(float(np.mean(psnrs)), 3)
+        summaries.append(info)
+        logger.info(
+            "video %s: %d frames from %s, blurry vs sharp %.2f dB", name, len(blurry), source_name, info["psnr_blur_db"]
+        )
+    return summaries
+
+
+def resolve_settings(
+    *,
+    source: Any = "builtin",
+    source_path: Any = None,
+    n_videos: Any = 6,
+    n_frames: Any = 16,
+    size: Any = 160,
+    sub_frames: Any = 9,
+    motion_min: Any = 3.0,
+    motion_max: Any = 10.0,
+    rotation: Any = 1.0,
+    zoom: Any = 0.02,
+    gamma: Any = 2.2,
+    noise_std: Any = 0.0,
+    jpeg_quality: Any = None,
+    seed: Any = 0,
+) -> dict[str, Any]:
+    """The settings of :func:`synthesize` (its defaults filled in) as a dataset records them in its ``meta.json``:
+    checked (counts, signs, types) and in one form (numbers as floats, ``size`` as ``[H, W]``).
+
+    Raises:
+        DataError: a bad setting, named (``n_frames=abc: not a whole number``).
+    """
+    try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
+        counts = {name: check_count(name, value, 1) for name, value in
+                  (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames))}  # fmt: skip
+        numbers = {
+            name: check_positive_number(name, value, allow_zero=True)
+            for name, value in (
+                ("motion_min", motion_min),
+                ("motion_max", motion_max),
+                ("rotation", rotation),
+                ("zoom", zoom),
+                ("noise_std", noise_std),
+            )
+        }
+        numbers["gamma"] = check_positive_number("gamma", gamma)
+        quality = None if jpeg_quality is None else check_count("jpeg_quality", jpeg_quality, 1)
+        scalar = isinstance(size, int | float | str)
+        sides = [check_count("size", side, 8) for side in ([size, size] if scalar else size)]
+        seed = check_count("seed", seed, 0)
+    except ConfigError as err:
+        raise DataError(str(err)) from None
+    settings = {
+        "source": source,
+        "source_path": None if source_path is None else str(source_path),
+        "n_videos": counts["n_videos"],
+        "n_frames": counts["n_frames"],
+        "size": sides,
+        "sub_frames": counts["sub_frames"],
+        **{name: numbers[name] for name in ("motion_min", "motion_max", "rotation", "zoom", "gamma", "noise_std")},
+        "jpeg_quality": quality,
+        "seed": seed,
+    }
+    _check_source(settings)
+    return settings
+
+
+def recorded_settings(folder: Path) -> dict[str, Any] | None:
+    """The settings a dataset was made with, from its ``meta.json``; ``None`` when it holds no such record."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = resolve_settings().keys()
+    if not isinstance(meta, dict) or not keys <= meta.keys():
+        return None
+    return {key: meta[key] for key in keys}
+
+
+def synthetic_split(target: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
+    """The folder of the built-in data made with ``settings`` (arguments of :func:`synthesize`), made if missing.
+
+    ``target`` when it holds that data or nothing yet; a folder of the user's there (no ``meta.json`` of
+    cdvd-synth) is read as it is. When ``target`` holds data made with other settings, the data asked for goes to
+    ``<target>-<key of the settings>`` beside it: the old data set stays for the runs that ask for it, and jobs
+    of a sweep over these settings each read their own. Each folder is made once, under a lock
+    (:func:`cdvd.data.locking.make_once`): parallel jobs wait for the one that makes it.
+
+    Raises:
+        DataError: a bad setting (named), or a folder that holds data made otherwise where this one must go.
+    """
+    target = Path(target)
+    wanted = resolve_settings(**settings)
+    digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:8]
+    keyed = target.with_name(f"{target.name}-{digest}")
+    for folder in (target, keyed):
+        make_once(folder, functools.partial(synthesize, folder, **dict(settings)))
+        recorded = recorded_settings(folder)
+        if recorded == wanted:
+            return folder
+        if recorded is None and folder == target:
+            logger.info("%s holds no data made by cdvd-synth: read as it is (data.synthesize ignored)", target)
+            return target
+        if folder == target:
+            other = ", ".join(f"{k}={recorded[k]}" for k in wanted if recorded[k] != wanted[k])
+            logger.info("%s holds the built-in data made with %s: the data asked for is in %s", target, other, keyed)
+    raise DataError(f"{keyed} holds other data than data.synthesize asks for: remove it (or set data.root)")
+
+
+def _check_source(settings: Mapping[str, Any]) -> None:
+    """What the types alone do not say: the source, its path, the motion range, the JPEG quality."""
     source, source_path = settings["source"], settings["source_path"]
     if source not in SOURCES:
         raise DataError(f"source must be one of {', '.join(SOURCES)}, instead got {source!r}")
@@ -226,7 +324,6 @@ def check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> N
             raise DataError(f"source_path not found: {source_path}")
         if source == "folder" and not Path(source_path).is_dir():
             raise DataError(f"source=folder needs a folder of images, instead got the file {source_path}")
-    # counts, sizes, signs and types are checked by synthesize() before it builds ``settings``
     if len(settings["size"]) != 2:
         raise DataError(f"size must be a side or (H, W) of at least 8 pixels, instead got {settings['size']}")
     if not 0 <= settings["motion_min"] <= settings["motion_max"]:
@@ -236,25 +333,21 @@ def check_settings(settings: dict[str, Any], output: Path, overwrite: bool) -> N
     quality = settings["jpeg_quality"]
     if quality is not None and quality > 100:
         raise DataError(f"jpeg_quality must be in 1..100 or null, instead got {quality}")
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output that is not a folder, or a non-empty one that cdvd-synth did not make (whatever
+    ``overwrite`` says: never a folder of the user's), or one it made, without ``overwrite``."""
+    if output.is_symlink():
+        raise DataError(f"output is a symbolic link: {output} (give the folder it points to, or another output)")
     if output.exists() and not output.is_dir():
         raise DataError(f"output exists and is not a folder: {output}")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)")
-
-
-def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
-    """Rename the finished dataset to ``output``; the old one, if replaced, is removed only afterwards."""
-    old = None
-    if output.is_dir():
-        if any(output.iterdir()) and not overwrite:
-            raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)")
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
     try:
-        os.replace(staging, output)
+        probe_writable(output.parent)
     except OSError as err:
-        if old is not None:
-            os.replace(old, output)
-        raise DataError(f"cannot move the new dataset into {output}: {err}") from err
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        raise DataError(f"cannot write the dataset {output}: {err.strerror or err}") from err
+    if output.is_dir() and any(output.iterdir()):
+        if not owned_folder(output, DATASET_KIND):  # the ownership rule cdvd-pack follows too
+            raise DataError(f"output folder {output} holds files cdvd-synth did not make: not replaced")
+        if not overwrite:
+            raise DataError(f"output folder exists and is not empty: {output} (pass overwrite=true to replace it)")

@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -261,14 +262,23 @@ class VideoDeblurrer:
         Yields:
             ``(t, output)`` in increasing ``t``; ``output`` is a float32 CPU tensor (3, H, W), nominally in
             [0, 1] (not clipped; :func:`cdvd.metrics.to_uint8` rounds it), of the input's size.
+
+        Raises:
+            DataError: frames of different sizes, or frames too large for the device's memory (the message gives
+                the size and the ``tile.size`` that deblurs them in tiles).
         """
         state = _VideoRun(self.device, self.tile)
         skip = skip or (lambda t: False)
         extended = _extended(state, frames)
-        if self.streaming:
-            yield from self._run_streaming(state, extended, skip)
-        else:
-            yield from self._run_windows(state, extended, skip)
+        try:
+            if self.streaming:
+                yield from self._run_streaming(state, extended, skip)
+            else:
+                yield from self._run_windows(state, extended, skip)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise DataError(memory_advice(state.size, self.device, self.tile, err)) from err
 
     def _run_streaming(
         self, state: _VideoRun, extended: Iterator[tuple[int, bool, torch.Tensor]], skip: Callable[[int], bool]
@@ -312,6 +322,34 @@ class VideoDeblurrer:
             (T, 3, H, W) float32 on the CPU, not clipped.
         """
         return torch.stack([out for _, out in self.run(list(frames))])
+
+
+#: How PyTorch (CPU allocator, CUDA, MPS), oneDNN and OpenVINO word a failed allocation.
+_OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a failed memory allocation (CPU or GPU), not another failure."""
+    if isinstance(err, MemoryError | getattr(torch, "OutOfMemoryError", MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _OUT_OF_MEMORY)
+
+
+def memory_advice(size: tuple[int, int] | None, device: torch.device, tile: TileSpec | None, err: BaseException) -> str:
+    """One line for frames too large for memory: their size, what failed, and the tiling that fits them."""
+    frames = f"{size[1]}x{size[0]} frames" if size else "these frames"
+    amount = re.search(r"tried to allocate ([\d.]+ ?[KMGT]i?B|\d+ bytes)", str(err), re.IGNORECASE)
+    failed = f"an allocation of {amount.group(1)} failed" if amount else "out of memory"
+    if amount and amount.group(1).endswith(" bytes"):
+        failed = f"an allocation of {int(amount.group(1).split()[0]) / 2**20:.0f} MiB failed"
+    if tile is None:
+        hint = "pass tile.size=512 tile.overlap=64 to deblur each frame in overlapping tiles"
+    else:
+        smaller = max(8, tile.size // 8 * 4)
+        hint = (
+            f"pass smaller tiles than tile.size={tile.size}, e.g. tile.size={smaller} tile.overlap={smaller // 32 * 4}"
+        )
+    return f"not enough memory on {device.type} to deblur {frames} ({failed}): {hint}"
 
 
 def _extended(state: _VideoRun, frames: Iterable[FrameLike]) -> Iterator[tuple[int, bool, torch.Tensor]]:

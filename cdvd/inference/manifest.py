@@ -3,67 +3,150 @@
 A deblurred frame depends on the weights, the input frames and the settings that change pixels. The manifest
 holds a fingerprint of the three; a rerun whose fingerprint differs is refused (or, with ``overwrite=true``,
 starts over) instead of mixing frames of two models or reporting an old model's numbers as new.
+
+The input is fingerprinted by content: the SHA-256 of every byte of every frame file, in order, or of the whole
+video file (:func:`cdvd.fingerprint.file_sha256`). A frame edited in place, two frames swapped, a video re-encoded
+to the same size: each changes the fingerprint, whatever the names, sizes or times say.
+
+A manifest also lists the files its run writes (``outputs``), so that a run replacing them removes exactly those
+and nothing the project did not write.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
-from functools import lru_cache
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdvd import fingerprint
 from cdvd.atomic import atomic_destination
 from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
+from cdvd.fingerprint import file_sha256
 from cdvd.video import file_fingerprint
 
-MANIFEST_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: 2: content digests of the input (``sha256``) and the list of ``outputs``; 1 recorded names and a byte count.
+MANIFEST_VERSION = 2
+
+#: Frames named in a difference before "and N more".
+_NAMED = 3
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (cached per path, size and modification time within a process)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as read back: ``fingerprint`` (``{}`` when the file is not one this project wrote: unreadable,
+    or of the wrong shape) and the ``outputs`` it lists (``None`` when it lists none, as version 1 did)."""
 
-
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return fingerprint.file_sha256(path)
+    fingerprint: dict[str, Any]
+    outputs: list[str] | None = None
 
 
 def source_fingerprint(source: VideoSource) -> dict[str, Any]:
-    """The input of one video: its frame files' names and sizes, or the video file's name, size and a hash of its
-    ends (:func:`cdvd.video.file_fingerprint`)."""
-    if source.frame_files is not None:
-        return {
-            "frames": [p.name for p in source.frame_files],
-            "bytes": sum(p.stat().st_size for p in source.frame_files),
-        }
-    return file_fingerprint(source.path)
+    """The input of one video, by content: every frame file's name and SHA-256, in order, or the video file's
+    name, size and SHA-256 (:func:`cdvd.video.file_fingerprint`).
+
+    Raises:
+        DataError: an input file cannot be read (named).
+    """
+    path = source.path
+    try:
+        if source.frame_files is None:
+            return file_fingerprint(path)
+        digests = []
+        for path in source.frame_files:
+            digests.append(file_sha256(path))
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from err
+    return {"frames": [p.name for p in source.frame_files], "sha256": digests}
+
+
+def _frame_digests(value: Any) -> dict[str, str] | None:
+    """``{name: digest}`` of a frame folder's input fingerprint; ``None`` for anything else."""
+    if not isinstance(value, Mapping):
+        return None
+    names, digests = value.get("frames"), value.get("sha256")
+    if not isinstance(names, list) or not isinstance(digests, list) or len(names) != len(digests):
+        return None
+    return {str(name): str(digest) for name, digest in zip(names, digests, strict=True)}
+
+
+def _named(names: Sequence[str], kind: str) -> str:
+    """``a.png, b.png changed``; ``a.png, b.png, c.png and 7 more changed``."""
+    shown = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
+    return f"{shown} {kind}"
+
+
+def input_change(recorded: Any, expected: Any) -> str:
+    """In words, how the input changed between two input fingerprints: the frames changed, added or removed, or
+    the video file changed; or that the record predates content digests (version 1 counted bytes)."""
+    if not isinstance(recorded, Mapping) or "sha256" not in recorded:
+        return "input: recorded by an earlier cdvd, which did not record the content of the input"
+    old, new = _frame_digests(recorded), _frame_digests(expected)
+    if old is None or new is None:
+        name = expected.get("name") if isinstance(expected, Mapping) else None
+        return f"input: the video file {name} changed" if name else "input"
+    parts = [
+        _named(names, kind)
+        for kind, names in (
+            ("changed", [n for n in new if n in old and old[n] != new[n]]),
+            ("new", [n for n in new if n not in old]),
+            ("removed", [n for n in old if n not in new]),
+        )
+        if names
+    ]
+    return f"input: {', '.join(parts) or 'frames in another order'}"
 
 
 def differences(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    """The keys whose values differ between two fingerprints (missing keys count)."""
-    return sorted(k for k in set(recorded) | set(expected) if recorded.get(k) != expected.get(k))
+    """The keys whose values differ between two fingerprints (missing keys count); the input's in detail
+    (:func:`input_change`)."""
+    keys = sorted(k for k in set(recorded) | set(expected) if recorded.get(k) != expected.get(k))
+    return [input_change(recorded.get(k), expected.get(k)) if k == "input" else k for k in keys]
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The fingerprint recorded at ``path``; ``None`` when there is none; ``{}`` when it is unreadable."""
-    if not path.is_file():
+def _parse(data: Any) -> Manifest | str:
+    """The manifest in ``data`` (parsed JSON), or why it is not one."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    fingerprint, outputs = data.get("fingerprint"), data.get("outputs")
+    if not isinstance(fingerprint, dict):
+        return f"its fingerprint is a {type(fingerprint).__name__}, not an object"
+    if outputs is not None and not (isinstance(outputs, list) and all(isinstance(n, str) for n in outputs)):
+        return "its outputs are not a list of file names"
+    return Manifest(fingerprint, outputs)
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest at ``path``: ``None`` when there is none; an empty fingerprint when it is not one this
+    project wrote (unreadable, not JSON, or of the wrong shape: logged, naming the file).
+
+    Raises:
+        DataError: something other than a file is there (a folder): it is not the project's to replace.
+    """
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():
+        raise DataError(
+            f"{path} is not a file: cdvd keeps its record of the outputs there; move it away or choose another output"
+        )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data.get("fingerprint", {}) if isinstance(data, dict) else {}
+        parsed = _parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as err:
+        parsed = str(getattr(err, "strerror", None) or err)
+    if isinstance(parsed, str):
+        logger.warning("%s is not a manifest cdvd wrote (%s): taken as no record", path, parsed)
+        return Manifest({})
+    return parsed
 
 
-def write_manifest(path: Path, fingerprint: Mapping[str, Any]) -> None:
-    """Record ``fingerprint`` at ``path``, atomically."""
-    text = json.dumps({"version": MANIFEST_VERSION, "fingerprint": dict(fingerprint)}, indent=2) + "\n"
+def write_manifest(path: Path, fingerprint: Mapping[str, Any], outputs: Sequence[str] = ()) -> None:
+    """Record ``fingerprint`` and the ``outputs`` (file names beside it) at ``path``, atomically."""
+    record = {"version": MANIFEST_VERSION, "fingerprint": dict(fingerprint), "outputs": sorted(outputs)}
+    text = json.dumps(record, indent=2) + "\n"
     try:
         with atomic_destination(path) as tmp:
             tmp.write_text(text, encoding="utf-8")

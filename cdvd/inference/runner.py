@@ -15,7 +15,7 @@ from typing import Any
 
 from cdvd.atomic import probe_writable
 from cdvd.data.io import DataError
-from cdvd.data.sources import VideoSource
+from cdvd.data.sources import VideoSource, check_apart
 from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer
 from cdvd.inference.manifest import differences, source_fingerprint
@@ -76,18 +76,6 @@ def is_video_output(output: str | os.PathLike) -> bool:
     return Path(output).suffix.lower() in OUTPUT_FORMATS or is_video_path(output)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_not_into_input(source: VideoSource, target: Path) -> None:
-    """Refuse an output that would land in (or contain) the user's input."""
-    src, dst = source.path.resolve(), target.resolve()
-    src_folder = src if source.frame_files is not None else src.parent
-    if dst == src or (source.frame_files is not None and _inside(dst, src_folder)) or _inside(src, dst):
-        raise DataError(f"output {target} would write into the input {source.path}: choose an output outside the input")
-
-
 def check_writable(folder: Path) -> None:
     """Make ``folder`` (and its parents) and prove a file can be written there, before any frame is computed."""
     try:
@@ -119,6 +107,34 @@ def _make_sink(
     return FrameFolderSink(output / source.name, source, expected, compare=compare)
 
 
+def _key(path: Path) -> Path:
+    return Path(os.path.normcase(os.path.abspath(path)))
+
+
+def check_distinct_outputs(sources: Sequence[VideoSource], sinks: Sequence[FrameSink]) -> None:
+    """Refuse a plan in which two inputs map to one output file (input frames ``00003.jpg`` and ``00003.png``;
+    a video ``clip_compare`` beside ``clip``'s ``compare=true`` frames), naming both: one of the two outputs would
+    be lost while the run reported both written. An output that is an input file (``clip.mp4``'s compare video
+    ``clip_compare.mp4`` when that is the input) is refused the same way.
+
+    Raises:
+        DataError: two planned outputs are one file, or an output is an input file.
+    """
+    inputs = {_key(p) for s in sources for p in (s.frame_files if s.frame_files is not None else [s.path])}
+    planned: dict[Path, str] = {}
+    for sink in sinks:
+        for path, origin in sink.outputs():
+            key = _key(path)
+            if key in inputs:
+                raise DataError(f"{origin} would be written over the input {path}: choose another output")
+            if key in planned:
+                raise DataError(
+                    f"{planned[key]} and {origin} would both be written to {path}: rename one of them "
+                    "(or deblur them into separate outputs)"
+                )
+            planned[key] = origin
+
+
 def plan_videos(
     sources: Sequence[VideoSource],
     output: str | os.PathLike,
@@ -132,8 +148,9 @@ def plan_videos(
 
     Nothing is computed and nothing is written but the output folders (checked writable). Outputs that an earlier
     run left (PNG frames, a video file, or the segments of an interrupted video) are resumed when their record
-    matches ``fingerprint`` plus the video's input (and, for a video file, the encoder settings); otherwise the
-    run is refused, or with ``overwrite`` they are removed and made again.
+    matches ``fingerprint`` plus the video's input (the content of its files) and, for a video file, the encoder
+    settings; otherwise the run is refused, or with ``overwrite`` they are removed (every file the earlier run's
+    record lists) and made again. Every video is checked before any output is removed.
 
     Args:
         sources: the videos.
@@ -144,9 +161,11 @@ def plan_videos(
         compare: also write side-by-side (blurry | deblurred) outputs beside each output.
 
     Raises:
-        DataError: a video file output for several videos, an output inside the input, an unwritable output, or
-            outputs made another way (without ``overwrite``).
-        ConfigError: a video output suffix or encoder setting that cannot be written (named).
+        DataError: a video file output for several videos, two inputs that map to one output file, an
+            unwritable output, a record of the outputs that is not a file, or outputs made another way (without
+            ``overwrite``).
+        ConfigError: an output at, in or over a video's input (:func:`cdvd.data.sources.check_apart`), a video
+            output suffix or encoder setting that cannot be written (named).
     """
     output = Path(output)
     to_video = is_video_output(output)
@@ -154,24 +173,30 @@ def plan_videos(
         raise DataError(f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder")
     if to_video:
         _check_video_output(output, compare)
-    plans = []
-    for source in sources:
-        expected = {**(fingerprint or {}), "input": source_fingerprint(source)}
-        sink = _make_sink(source, output, to_video, expected, video, compare)
-        check_not_into_input(source, sink.target)
+    expected = [{**(fingerprint or {}), "input": source_fingerprint(source)} for source in sources]
+    sinks = [_make_sink(s, output, to_video, e, video, compare) for s, e in zip(sources, expected, strict=True)]
+    check_distinct_outputs(sources, sinks)
+    replace = []
+    for source, sink in zip(sources, sinks, strict=True):
+        check_apart({"output": sink.target}, {"input": source.path})  # the command lines check the whole input first
         if not to_video:
             for folder in sink.folders():  # type: ignore[attr-defined]
                 check_writable(folder)
         recorded = sink.recorded()
         if recorded is not None and recorded != sink.fingerprint:
             if not overwrite:
+                sink.abort()  # gives back what it took (a video output's lock): a retry in this process may proceed
                 changed = (
-                    ", ".join(differences(recorded, sink.fingerprint)) if recorded else "no record of what made them"
+                    "; ".join(differences(recorded, sink.fingerprint)) if recorded else "no record of what made them"
                 )
                 raise DataError(
                     f"{sink.target} holds outputs made with other weights, input or settings ({changed}): "
                     "pass overwrite=true to replace them, or choose another output"
                 )
+        replace.append(recorded is not None and recorded != sink.fingerprint)
+    plans = []  # every video checked: only now is anything removed
+    for source, sink, replaced in zip(sources, sinks, replace, strict=True):
+        if replaced:
             logger.info("%s: overwrite=true, replacing the outputs of an earlier run", sink.target)
             sink.clear()
         complete = sink.complete()

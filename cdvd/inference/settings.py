@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import av
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cdvd.checkpoints import load_model
+from cdvd.data.sources import check_apart, check_not_special
 from cdvd.devices import PRECISIONS
 from cdvd.errors import ConfigError
 from cdvd.inference.engine import VideoDeblurrer, check_backend
@@ -25,7 +25,7 @@ from cdvd.inference.tiling import TileSpec
 from cdvd.models.correlation import CORRELATION_BACKENDS, cupy_available
 from cdvd.protocol import check_frame_set
 from cdvd.runtime import resolve_cache_dir
-from cdvd.video.formats import X264_PRESETS
+from cdvd.video.formats import OUTPUT_FORMATS, check_encoder
 
 
 @dataclass
@@ -83,19 +83,20 @@ class DeblurSettings:
         self.tile_spec()  # checks the tile now, before any work
 
     def _check_video(self) -> None:
-        if self.codec is not None:
-            try:
-                kind = av.codec.Codec(self.codec, "w").type
-            except (av.FFmpegError, ValueError) as err:
-                raise ConfigError(f"codec={self.codec}: no such encoder in this FFmpeg build (null: H.264)") from err
-            if kind != "video":
-                raise ConfigError(f"codec={self.codec}: not a video encoder (e.g. libx264, libx265, libvpx-vp9)")
-        if self.crf is not None and not 0 <= self.crf <= 63:
-            raise ConfigError(f"crf={self.crf}: must be in [0, 51] for H.264/H.265, [0, 63] for VP9/AV1 (or null)")
-        if self.preset not in X264_PRESETS:
-            raise ConfigError(f"preset={self.preset}: expected one of {', '.join(X264_PRESETS)}")
-        if self.segment_frames < 1:
-            raise ConfigError(f"segment_frames={self.segment_frames}: must be at least 1")
+        # the encoder settings, and with a video output whether its container takes them: one check, the writer's
+        container = OUTPUT_FORMATS.get(Path(self.output).suffix.lower()) if self.output else None
+        try:
+            check_encoder(container, self.codec, crf=self.crf, preset=self.preset, segment_frames=self.segment_frames)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+    def read_paths(self) -> dict[str, Path]:
+        """The paths the run reads, by setting (:func:`check_run_paths` keeps every output apart from them)."""
+        return {"input": Path(self.input)} if self.input else {}
+
+    def written_paths(self) -> dict[str, Path]:
+        """The paths the run writes, by setting."""
+        return {"output": Path(self.output)} if self.output else {}
 
     def video_options(self) -> VideoOutputOptions:
         """The encoder settings of a video file output."""
@@ -136,6 +137,27 @@ class EvalSettings(DeblurSettings):
         if self.crop_border is not None and self.crop_border < 0:
             raise ConfigError(f"crop_border={self.crop_border}: must be >= 0 (or null: the protocol's)")
 
+    def report_path(self) -> Path:
+        """The JSON report (``output``); its CSV goes beside it."""
+        return Path(self.output or "metrics.json")
+
+    def results_path(self) -> Path | None:
+        """The frames scored: ``results``, or with ``input=`` (deblurred first) ``results/`` beside the report."""
+        if self.results:
+            return Path(self.results)
+        return self.report_path().parent / "results" if self.input else None
+
+    def read_paths(self) -> dict[str, Path]:
+        paths = {key: Path(value) for key, value in (("input", self.input), ("gt", self.gt)) if value}
+        results = self.results_path()
+        if results is not None:  # scored (with input=, written first)
+            paths["results"] = results
+        return paths
+
+    def written_paths(self) -> dict[str, Path]:
+        results = self.results_path()
+        return {"output": self.report_path(), **({"results": results} if self.input and results else {})}
+
 
 S = TypeVar("S", DeblurSettings, EvalSettings)
 
@@ -159,6 +181,23 @@ def _settings(schema: type[S], cfg: DictConfig) -> S:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "a setting"
         raise ConfigError(f"{key}: {getattr(err, 'msg', err)}".split("\n")[0]) from err
+
+
+def check_run_paths(settings: DeblurSettings) -> None:
+    """Before anything is read or written: no path the run reads is a FIFO, a device or a socket (a read would
+    block or never end), and no path it writes is at, inside or over one it reads
+    (:func:`cdvd.data.sources.check_apart`), whatever each is. The one place ``cdvd-deblur`` and ``cdvd-eval``
+    check their paths against each other.
+
+    Raises:
+        DataError: a path to read that is not a file or folder.
+        ConfigError: an output at, in or over an input, naming both settings.
+    """
+    reads = settings.read_paths()
+    for key, path in reads.items():
+        check_not_special(path, key)
+    for key, path in settings.written_paths().items():
+        check_apart({key: path}, {other: read for other, read in reads.items() if other != key})
 
 
 def deblur_settings(cfg: DictConfig) -> DeblurSettings:

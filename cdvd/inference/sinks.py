@@ -24,8 +24,9 @@ from cdvd.atomic import remove_stale_temp_files
 from cdvd.data.io import image_size, write_rgb
 from cdvd.data.sources import DEFAULT_FPS, VideoSource
 from cdvd.errors import ConfigError
-from cdvd.inference.manifest import read_manifest, write_manifest
+from cdvd.inference.manifest import Manifest, read_manifest, write_manifest
 from cdvd.video import DecodedFrame, SegmentedVideoWriter, VideoInfo, compare_path, side_by_side, written_with
+from cdvd.video.compare import side_by_side_size
 from cdvd.video.segments import MANIFEST
 
 MANIFEST_NAME = ".cdvd-manifest.json"
@@ -48,6 +49,10 @@ class FrameSink(Protocol):
     def fingerprint(self) -> dict[str, Any]:
         """What the outputs of this run record: the runner's fingerprint and the sink's own settings."""
 
+    def outputs(self) -> list[tuple[Path, str]]:
+        """Every file this sink will write, each with the input it is made from (in words), for the runner to
+        refuse a plan in which two inputs map to one file."""
+
     def recorded(self) -> dict[str, Any] | None:
         """What made the outputs already there: ``None`` when there are none, ``{}`` when they have no record."""
 
@@ -58,7 +63,8 @@ class FrameSink(Protocol):
         """Whether every output is already there and whole (nothing to compute)."""
 
     def clear(self) -> None:
-        """Remove the outputs of an earlier run (and their records), for ``overwrite=true``."""
+        """Remove the outputs of an earlier run (and their records), for ``overwrite=true``: every file its record
+        lists and every file this run will write, nothing else."""
 
     def start(self) -> None:
         """Record :attr:`fingerprint` beside the outputs, before the first frame is written."""
@@ -77,6 +83,10 @@ class FrameSink(Protocol):
 class FrameFolderSink:
     """PNG frames in one folder, named like the inputs; each written atomically, so any PNG there is whole.
 
+    The folder's manifest records the fingerprint and the frames written (``outputs``); :meth:`close` brings the
+    list up to date, and a run that replaces the outputs (:meth:`clear`) removes the frames an earlier run listed,
+    so that after a run the folder holds the frames its manifest lists and no others of the project's.
+
     Args:
         folder: the video's output folder.
         source: the video.
@@ -92,6 +102,8 @@ class FrameFolderSink:
         self._fingerprint = dict(fingerprint or {})
         self.compare = compare
         self.compare_folder = folder.with_name(f"{folder.name}_compare")
+        self._records: dict[Path, Manifest | None] = {}
+        self._written: set[int] = set()
 
     @property
     def target(self) -> Path:
@@ -116,16 +128,48 @@ class FrameFolderSink:
         count = self.source.frame_count() or 0
         return {i for i in range(count) if self.path(i, folder).is_file()}
 
+    def outputs(self) -> list[tuple[Path, str]]:
+        planned = []
+        for folder in self.folders():
+            side = " (its compare=true side-by-side frames)" if folder == self.compare_folder else ""
+            files = self.source.frame_files
+            for index in range(self.source.frame_count() or 0):
+                origin = str(files[index]) if files is not None else f"frame {index} of {self.source.path}"
+                planned.append((self.path(index, folder), origin + side))
+            planned.append((folder / MANIFEST_NAME, f"{self.source.path}{side}"))
+        return planned
+
+    def _record(self, folder: Path) -> Manifest | None:
+        """The manifest in ``folder`` (read once; DataError when something else than a file is there)."""
+        if folder not in self._records:
+            self._records[folder] = read_manifest(folder / MANIFEST_NAME)
+        return self._records[folder]
+
     def recorded(self) -> dict[str, Any] | None:
         found = []
         for folder in self.folders():
-            record = read_manifest(folder / MANIFEST_NAME)
+            manifest = self._record(folder)
+            record = None if manifest is None else manifest.fingerprint
             if record is None and self._present(folder):
                 record = {}  # frames without a record of what made them
             if record is not None and record != self._fingerprint:
                 return record
             found.append(record)
         return next((r for r in found if r is not None), None)
+
+    def _listed(self, folder: Path) -> set[str]:
+        """The frames an earlier run's manifest in ``folder`` says it wrote: its ``outputs``, or (a version 1
+        manifest, which listed none) the names it made from the input frames it records. Plain PNG names in the
+        folder only: a record is never a way to remove anything else."""
+        manifest = self._record(folder)
+        if manifest is None:
+            return set()
+        names = manifest.outputs
+        if names is None:
+            source = manifest.fingerprint.get("input")
+            frames = source.get("frames") if isinstance(source, dict) else None
+            names = [Path(str(n)).stem + ".png" for n in frames] if isinstance(frames, list) else []
+        return {n for n in names if Path(n).name == n and n.endswith(".png") and not n.startswith(".")}
 
     def done(self) -> set[int]:
         done = self._present(self.folder)
@@ -139,18 +183,28 @@ class FrameFolderSink:
 
     def clear(self) -> None:
         for folder in self.folders():
-            for index in self._present(folder):
-                self.path(index, folder).unlink(missing_ok=True)
+            names = self._listed(folder) | {self.path(i, folder).name for i in self._present(folder)}
+            for name in names:
+                path = folder / name
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
             (folder / MANIFEST_NAME).unlink(missing_ok=True)
+            self._records[folder] = None
+
+    def _names(self, folder: Path, *, present: bool) -> list[str]:
+        """The frames of this run: all of them, or (``present``) those in ``folder`` now."""
+        indices = set(range(self.source.frame_count() or 0)) | self._written
+        return [self.path(i, folder).name for i in indices if not present or self.path(i, folder).is_file()]
 
     def start(self) -> None:
         for folder in self.folders():
             # a run killed inside a frame's write (kill -9, a power cut) left that frame's hidden partial file
             remove_stale_temp_files(folder)
-            write_manifest(folder / MANIFEST_NAME, self._fingerprint)
+            write_manifest(folder / MANIFEST_NAME, self._fingerprint, self._names(folder, present=False))
 
     def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
         path = self.path(index)
+        self._written.add(index)
         if not path.is_file():  # written by an earlier run (only its compare frame was missing)
             write_rgb(path, image)
         if self.compare:
@@ -159,7 +213,9 @@ class FrameFolderSink:
                 write_rgb(side, side_by_side(source.image, image))
 
     def close(self) -> None:
-        pass
+        # the frames there now: a video file may decode to more or fewer frames than its container said
+        for folder in self.folders():
+            write_manifest(folder / MANIFEST_NAME, self._fingerprint, self._names(folder, present=True))
 
     def abort(self) -> None:
         pass
@@ -249,8 +305,11 @@ class VideoFileSink:
                     segment_frames=self.options.segment_frames,
                     audio_source=audio,
                     fingerprint=base,
+                    size=size,
                 )
-                for target in ([path, compare_path(path)] if compare else [path])
+                for target, size in [(path, None), (compare_path(path), side_by_side_size(info.width, info.height))][
+                    : 2 if compare else 1
+                ]
             ]
         except ValueError as err:
             raise ConfigError(str(err)) from err
@@ -278,7 +337,13 @@ class VideoFileSink:
                 return {}
         return None
 
+    def outputs(self) -> list[tuple[Path, str]]:
+        sides = ["", " (its compare=true side-by-side video)"]
+        return [(w.final_path, f"{self.source.path}{side}") for w, side in zip(self.writers, sides, strict=False)]
+
     def recorded(self) -> dict[str, Any] | None:
+        for writer in self.writers:  # one run per output: locked before its earlier parts are read or removed
+            writer.claim()
         found = [self._recorded_by(w) for w in self.writers]
         for record in found:
             if record is not None and record != self._fingerprint:

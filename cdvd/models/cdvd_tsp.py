@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import NamedTuple
 
@@ -55,6 +56,23 @@ def temporal_sharpness_prior(
     return prior * valid.to(prior.dtype)
 
 
+def _cpu_autocast_off(frames: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A region without CPU autocast, where ``frames`` are on the CPU and autocast is on; else nothing.
+
+    Flow estimation, warping and the prior run in the flow network's own dtype (float32) on every CPU: under bf16
+    autocast PWC-Net's flows lose the sub-pixel precision the warp needs (and bf16 sampling coordinates are whole
+    pixels off past 256), so warped frames drift from fp32's. The reconstruction net, about 70% of the work, keeps
+    autocast. GPUs keep their autocast (tensor cores; the warp samples in float32 there too: :mod:`cdvd.models.warp`).
+    """
+    if frames.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 class CDVDTSP(nn.Module):
     """Cascaded Deep Video Deblurring with the Temporal Sharpness Prior (Pan, Bai and Tang, CVPR 2020).
 
@@ -94,21 +112,22 @@ class CDVDTSP(nn.Module):
             nn.init.zeros_(self.recons.head.conv.weight)
             nn.init.zeros_(self.recons.head.conv.bias)
 
-    def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
-        """One cascade stage over a run of frames.
+    def aligned_inputs(self, frames: torch.Tensor) -> torch.Tensor:
+        """The reconstruction net's inputs of one cascade stage: flow, warps and the temporal sharpness prior.
 
         Args:
             frames: (T, B, 3, H, W), T >= 3.
 
         Returns:
-            (T - 2, B, 3, H, W): frame t restored from frames t - 1, t, t + 1 for t = 1 .. T - 2. Every
-            frame's flow pyramid is computed once and shared by the (up to three) pairs it takes part in.
+            ((T - 2) * B, 10, H, W): for frame t = 1 .. T - 2 of every batch item (row (t - 1) * B + item), the
+            previous frame warped onto it, the frame itself, the following frame warped onto it, and the prior.
+            Every frame's flow pyramid is computed once and shared by the (up to three) pairs it takes part in.
+            Computed in the flow network's dtype (float32) on every CPU, under autocast too (:func:`_cpu_autocast_off`).
         """
         t, b, c, h, w = frames.shape
         if t < 3:
             raise ValueError(f"a cascade stage needs at least 3 frames, instead got {t}")
         flat = frames.reshape(t * b, c, h, w)
-        pyramids = self.flow.pyramid(flat)
         centre_ids = torch.arange(1, t - 1, device=frames.device)
         # pairs (centre, previous) for every centre, then (centre, following)
         ref_frames = torch.cat((centre_ids, centre_ids))
@@ -118,14 +137,32 @@ class CDVDTSP(nn.Module):
             return (frame_ids[:, None] * b + torch.arange(b, device=frames.device)).reshape(-1)
 
         ref_rows, nbr_rows = rows(ref_frames), rows(nbr_frames)
-        flows = self.flow.flow_from_pyramids([p[ref_rows] for p in pyramids], [p[nbr_rows] for p in pyramids], (h, w))
-        warped, masks = warp_with_mask(flat[nbr_rows], flows)
-        n = (t - 2) * b
-        centres = flat[rows(centre_ids)]
-        prior = temporal_sharpness_prior(warped[:n], centres, warped[n:], masks[:n], masks[n:])
-        restored = self.recons(torch.cat((warped[:n], centres, warped[n:], prior), dim=1))
+        with _cpu_autocast_off(flat):
+            exact = _as(flat, next(self.flow.parameters()).dtype)
+            pyramids = self.flow.pyramid(exact)
+            flows = self.flow.flow_from_pyramids(
+                [p[ref_rows] for p in pyramids], [p[nbr_rows] for p in pyramids], (h, w)
+            )
+            warped, masks = warp_with_mask(exact[nbr_rows], flows)
+            n = (t - 2) * b
+            centres = exact[rows(centre_ids)]
+            prior = temporal_sharpness_prior(warped[:n], centres, warped[n:], masks[:n], masks[n:])
+            return torch.cat((warped[:n], centres, warped[n:], prior), dim=1)
+
+    def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
+        """One cascade stage over a run of frames: :meth:`aligned_inputs`, then the reconstruction net.
+
+        Args:
+            frames: (T, B, 3, H, W), T >= 3.
+
+        Returns:
+            (T - 2, B, 3, H, W): frame t restored from frames t - 1, t, t + 1 for t = 1 .. T - 2.
+        """
+        t, b, c, h, w = frames.shape
+        inputs = self.aligned_inputs(frames)
+        restored = self.recons(inputs)
         if self.residual:
-            restored = restored + centres
+            restored = restored + inputs[:, 3:6]  # the centre frames
         return restored.reshape(t - 2, b, c, h, w)
 
     def forward(self, clip: torch.Tensor) -> CascadeOutput:

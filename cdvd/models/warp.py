@@ -1,9 +1,23 @@
-"""Backward warping with validity masks (spec sections 1 and 2)."""
+"""Backward warping with validity masks (spec sections 1 and 2).
+
+Sampling coordinates are computed, and images sampled, in float32 whatever the input dtype (under bf16 or fp16
+autocast, or with half weights): bf16 holds whole numbers exactly only up to 256, so a bf16 grid would put pixel 257
+of a 640-wide frame at 256 or 258. Results come back in the image's dtype. In float32 nothing changes.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype`` (itself when it already is: a traced export records no conversion)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    return _as(tensor, torch.float32)
 
 
 def _pixel_grid(flow: torch.Tensor) -> torch.Tensor:
@@ -50,12 +64,13 @@ def warp_with_mask(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tenso
         ``(warped * mask, mask)``; ``warped`` uses border padding, ``mask`` (B, C, H, W) is 1 where the bilinear
         footprint lies entirely inside the image (interpolated ones >= 0.999) and 0 elsewhere.
     """
-    grid = _pixel_grid(flow)
-    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    ones = torch.ones_like(image)
+    grid = _pixel_grid(_float32(flow))
+    source = _float32(image)
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    ones = torch.ones_like(source)
     mask = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     mask = (mask >= 0.999).to(image.dtype)
-    return warped * mask, mask
+    return _as(warped * mask, image.dtype), mask
 
 
 def backwarp_zero(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -63,10 +78,11 @@ def backwarp_zero(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     A channel of ones travels with the features; outputs are kept only where it arrives above 0.999.
     """
-    grid = _normalised_grid(flow)
-    ones = features.new_ones((features.shape[0], 1, *features.shape[2:]))
+    grid = _normalised_grid(_float32(flow))
+    source = _float32(features)
+    ones = source.new_ones((source.shape[0], 1, *source.shape[2:]))
     sampled = F.grid_sample(
-        torch.cat((features, ones), dim=1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        torch.cat((source, ones), dim=1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
     )
-    mask = (sampled[:, -1:] > 0.999).to(features.dtype)
-    return sampled[:, :-1] * mask
+    mask = (sampled[:, -1:] > 0.999).to(sampled.dtype)
+    return _as(sampled[:, :-1] * mask, features.dtype)

@@ -3,7 +3,9 @@ resumable, atomic writer that joins independently encoded segments and carries t
 
 - :mod:`cdvd.video.probe`: what a container says (:func:`probe_video`, :class:`VideoInfo`).
 - :mod:`cdvd.video.reader`: frames one at a time, upright RGB, with integrity warnings (:func:`read_video_frames`).
-- :mod:`cdvd.video.formats`: what can be written where, the destination check, input identity.
+- :mod:`cdvd.video.formats`: what can be written where (:func:`check_encoder`, asked of FFmpeg), the destination
+  check, input identity.
+- :mod:`cdvd.video.lock`: one run at a time per video output.
 - :mod:`cdvd.video.writer`: :class:`SegmentedVideoWriter` (segments in :mod:`cdvd.video.segments`, joined by
   :mod:`cdvd.video.join`).
 - :mod:`cdvd.video.compare`: side-by-side frames and the frame tap of ``compare=true``.

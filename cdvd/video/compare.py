@@ -64,6 +64,12 @@ def compare_path(output: str | os.PathLike) -> Path:
     return output.with_name(f"{output.stem}_compare{output.suffix}")
 
 
+def side_by_side_size(width: int, height: int, *, separator: int = 4) -> tuple[int, int] | None:
+    """(width, height) of :func:`side_by_side` of two frames of ``width`` x ``height``; ``None`` for an unknown
+    (zero) size."""
+    return (2 * width + separator, height) if width > 0 and height > 0 else None
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray, *, separator: int = 4, value: int = 255) -> np.ndarray:
     """Two frames next to each other (for ``compare=true``: blurry | deblurred).
 

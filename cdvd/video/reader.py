@@ -1,7 +1,10 @@
 """Reading a video file one frame at a time, as uint8 (H, W, 3) RGB, upright, with integrity checks.
 
-A decode error part-way, or a number of decoded frames that disagrees with the container, is reported in
-:attr:`VideoReader.problems` (in words naming the file and both counts) and logged as one warning line.
+A decode error part-way, a number of decoded frames that disagrees with the count the container states, or (where
+it states none, as Matroska) decoded frames that end before the container's duration, is reported in
+:attr:`VideoReader.problems` (in words naming the file and both counts) and logged as one warning line. Frames are
+compared with the duration by their timestamps, not by a count from the nominal rate, so a valid variable-frame-rate
+file (a screen or phone recording with pauses) is not taken for a damaged one.
 """
 
 from __future__ import annotations
@@ -64,12 +67,14 @@ class VideoReader:
     problems: list[str] = field(default_factory=list)
     complete: bool = False
     warn: bool = True
+    _span: tuple[int, int] | None = field(default=None, repr=False)  # first timestamp, end of the last frame
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         self.decoded, self.problems, self.complete = 0, [], False
         errors: list[str] = []
         step = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
         last_pts: int | None = None
+        self._span = None
         concealed = 0
         with open_input(self.path) as container:
             stream = container.streams.video[0]
@@ -90,6 +95,9 @@ class VideoReader:
                             # no usable time: one frame period after the previous frame
                             pts = 0 if last_pts is None else last_pts + step
                         last_pts = pts
+                        length = getattr(frame, "duration", None)
+                        end = pts + (length if length and not by_index else step)
+                        self._span = (self._span[0] if self._span else pts, end)
                         image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                         yield DecodedFrame(self.decoded, pts, image)
                         self.decoded += 1
@@ -119,13 +127,17 @@ class VideoReader:
             self.problems.append(
                 f"{self.path}: decoding failed part-way ({errors[0]}{more}); kept {self.decoded} frames"
             )
-        stated, expected = self.info.frame_count, self.info.expected_frames
+        stated, duration = self.info.frame_count, self.info.duration
         if stated is not None and self.decoded != stated:
             self.problems.append(f"{self.path}: decoded {self.decoded} frames but the container states {stated}")
-        elif stated is None and expected is not None and abs(self.decoded - expected) > max(1, expected // 100):
-            self.problems.append(
-                f"{self.path}: decoded {self.decoded} frames but the container's duration implies {expected}"
-            )
+        elif stated is None and duration and self._span is not None:
+            # the frames' own times (a variable rate is valid), with room for a start offset of a frame or two
+            covered = float((self._span[1] - self._span[0]) * self.info.time_base)
+            if duration - covered > max(2 / float(self.info.frame_rate), duration / 100):
+                self.problems.append(
+                    f"{self.path}: decoded {self.decoded} frames covering {covered:.2f} s but the container's "
+                    f"duration is {duration:.2f} s (about {self.info.expected_frames} frames at its stated rate)"
+                )
 
 
 def read_video_frames(path: str | os.PathLike) -> VideoReader:

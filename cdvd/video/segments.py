@@ -2,13 +2,13 @@
 
 A segment ``seg_NNNNNN.mkv`` counts as complete once its record ``seg_NNNNNN.json`` (its frames' output
 timestamps, its packets' timestamps, its size in bytes) is there and matches it; records are written with a
-temporary name, fsynced and renamed, so a kill never leaves a record of a half-written segment.
+temporary name, fsynced and renamed (:mod:`cdvd.atomic`), so a kill never leaves a record of a half-written
+segment. The work folder carries the project's marker file: only such a folder is ever cleared.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from cdvd.atomic import owned_folder, write_text_atomic
+
 MANIFEST = "manifest.json"
+PARTS_KIND = "video-parts"  # the kind in the work folder's marker file (cdvd.atomic.OWNER_FILE)
 SEGMENT_RE = re.compile(r"^seg_(\d{6})\.json$")
 
 
@@ -36,16 +39,16 @@ class Segment:
         return len(self.pts)
 
 
-def fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    fsync(tmp)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, sort_keys=True))
+
+
+def parts_owned(work_dir: Path, manifest: Any) -> bool:
+    """Whether the work folder ``work_dir`` is ours to clear: empty, marked as the project's
+    (:func:`cdvd.atomic.owned_folder`), or holding a manifest of this writer (a folder of an earlier version)."""
+    if not any(work_dir.iterdir()) or owned_folder(work_dir, PARTS_KIND):
+        return True
+    return isinstance(manifest, dict) and {"version", "fingerprint", "encoder"} <= manifest.keys()
 
 
 def even(image: np.ndarray) -> np.ndarray:

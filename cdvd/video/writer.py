@@ -23,19 +23,13 @@ from typing import Any
 import av
 import numpy as np
 
+from cdvd.atomic import OWNER_FILE, commit, mark_owned
 from cdvd.errors import DataError
-from cdvd.video.formats import (
-    DEFAULT_CRF,
-    VP9_SPEED,
-    X264_PRESETS,
-    check_codec,
-    default_video_codec,
-    output_format,
-    written_with,
-)
+from cdvd.video.formats import check_encoder, output_format, written_with
 from cdvd.video.join import mux_segments
+from cdvd.video.lock import OutputLock
 from cdvd.video.probe import VideoInfo
-from cdvd.video.segments import MANIFEST, Segment, complete_segments, even, fsync, write_json
+from cdvd.video.segments import MANIFEST, PARTS_KIND, Segment, complete_segments, even, parts_owned, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +62,18 @@ class SegmentedVideoWriter:
         codec: video encoder; ``None``: ``libx264`` (``libvpx-vp9`` for ``.webm``).
         crf: constant-quality level; ``None``: the encoder's entry in :data:`DEFAULT_CRF`.
         preset: x264/x265 speed preset (for VP9 mapped to ``cpu-used``; other encoders ignore it).
-        pix_fmt: the encoded pixel format.
+        pix_fmt: the encoded pixel format; ``None``: 4:2:0, or for odd sizes the encoder cannot hold in 4:2:0 (H.264)
+            4:4:4, which keeps them; where no format keeps the size, frames are padded to even sizes (logged once).
         segment_frames: frames per segment (the resume granularity; each adds a keyframe).
         threads: encoder threads (0: FFmpeg's choice; then resuming on another machine may differ in bits).
         audio_source: file whose first audio track goes into the output; ``None`` for none.
         fingerprint: JSON-serialisable identity of what makes the pixels (input, checkpoint hash, settings).
         codec_options: extra FFmpeg encoder options (strings), part of the manifest.
+        size: (width, height) of the frames; ``None``: the size ``info`` states.
 
     Raises:
-        ValueError: a setting the container or FFmpeg cannot take (the message names it).
+        ValueError: a setting the container or FFmpeg cannot take (the message names it), checked by
+            :func:`cdvd.video.formats.check_encoder` before any frame.
     """
 
     def __init__(
@@ -87,35 +84,28 @@ class SegmentedVideoWriter:
         codec: str | None = None,
         crf: int | None = None,
         preset: str = "medium",
-        pix_fmt: str = "yuv420p",
+        pix_fmt: str | None = None,
         segment_frames: int = 250,
         threads: int = 1,
         audio_source: str | os.PathLike | None = None,
         fingerprint: Mapping[str, Any] | None = None,
         codec_options: Mapping[str, str] | None = None,
+        size: tuple[int, int] | None = None,
     ) -> None:
         self.final_path = Path(final_path)
         self.format = output_format(self.final_path)
-        self.codec = codec or default_video_codec(self.final_path)
-        check_codec(self.format, self.codec, kind="codec")
-        if pix_fmt not in [f.name for f in av.codec.Codec(self.codec, "w").video_formats or []]:
-            raise ValueError(f"pix_fmt={pix_fmt}: {self.codec} cannot encode it")
-        self.crf = DEFAULT_CRF.get(self.codec) if crf is None else int(crf)
-        top = 51 if self.codec in ("libx264", "libx265") else 63
-        if self.crf is not None and not 0 <= self.crf <= top:
-            raise ValueError(f"crf={crf}: must be in [0, {top}] for {self.codec} (lower is better; 0 is lossless)")
-        if self.codec in ("libx264", "libx265") and preset not in X264_PRESETS:
-            raise ValueError(f"preset={preset}: not one of {', '.join(X264_PRESETS)}")
-        if segment_frames < 1:
-            raise ValueError(f"segment_frames={segment_frames}: must be at least 1")
-        if threads < 0:
-            raise ValueError(f"threads={threads}: must be 0 (automatic) or more")
-        self.preset, self.pix_fmt, self.segment_frames, self.threads = preset, pix_fmt, segment_frames, threads
+        self.size = size or ((info.width, info.height) if info.width > 0 and info.height > 0 else None)
+        encoding = check_encoder(self.format, codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                                 segment_frames=segment_frames, threads=threads, size=self.size,
+                                 codec_options=codec_options)  # fmt: skip
+        if encoding.note:
+            (logger.warning if encoding.pad else logger.info)("%s: %s", self.final_path, encoding.note)
+        self.codec, self.crf, self.preset, self.pix_fmt = encoding.codec, encoding.crf, preset, encoding.pix_fmt
+        self.options, self._pad = encoding.options, encoding.pad or self.size is None
+        self.segment_frames, self.threads = segment_frames, threads
         self.info = info
         self.audio_source = Path(audio_source) if audio_source is not None else None
         self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}), sort_keys=True))
-        self.codec_options = {str(k): str(v) for k, v in (codec_options or {}).items()}
-        self.options = self._encoder_options()
         self.work_dir = self.final_path.with_name(f".{self.final_path.name}.parts")
         # frame timestamps of the segment encoder: the source's nominal rate (it goes into the bitstream's timing
         # info) where millisecond timestamps of the Matroska segments keep frames apart, else 25
@@ -128,27 +118,21 @@ class SegmentedVideoWriter:
         self._last_pts: int | None = None
         self._finished = False
         self._loaded = False  # the work folder is looked at on first use, so that output_is_current() touches nothing
+        self._lock = OutputLock(self.final_path)
+
+    def claim(self) -> None:
+        """Take the output's lock (:class:`cdvd.video.lock.OutputLock`) until :meth:`finish` or :meth:`abort`, as the
+        first :meth:`frames_done` or :meth:`write` does: a second writer of the output is refused with a DataError.
+        """
+        self._lock.acquire()
 
     def _ensure_loaded(self) -> None:
+        self.claim()
         if not self._loaded:
             self._guard(self._load)
             self._loaded = True
 
     # -- settings and work folder
-
-    def _encoder_options(self) -> dict[str, str]:
-        opts: dict[str, str] = {}
-        if self.codec in ("libx264", "libx265"):
-            opts["preset"] = self.preset
-        elif self.codec == "libvpx-vp9":
-            if self.preset not in X264_PRESETS:
-                raise ValueError(f"preset={self.preset}: not one of {', '.join(X264_PRESETS)}")
-            opts.update({"deadline": "good", "cpu-used": str(VP9_SPEED.get(self.preset, 0)), "b": "0"})
-            opts["row-mt"] = "0"
-        if self.crf is not None:
-            opts["crf"] = str(self.crf)
-        opts.update(self.codec_options)
-        return opts
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -187,15 +171,18 @@ class SegmentedVideoWriter:
                 old = json.loads(manifest_path.read_text())
             except (OSError, ValueError):
                 old = None
+            if not parts_owned(self.work_dir, old):  # never clear a folder the project did not make
+                raise DataError(f"cannot write video {self.final_path}: {self.work_dir} exists, not made by cdvd")
             if old != self.manifest():
                 if old is not None:
                     logger.info("%s: parts of an earlier run with other inputs or settings removed", self.final_path)
                 shutil.rmtree(self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        mark_owned(self.work_dir, PARTS_KIND)
         if not manifest_path.exists():
             write_json(manifest_path, self.manifest())
         self._segments = complete_segments(self.work_dir, self.segment_frames)
-        keep = {MANIFEST} | {f"seg_{s.index:06d}{ext}" for s in self._segments for ext in (".json", ".mkv")}
+        keep = {MANIFEST, OWNER_FILE, *(f"seg_{s.index:06d}{e}" for s in self._segments for e in (".json", ".mkv"))}
         for entry in self.work_dir.iterdir():
             if entry.name not in keep:  # partial segments, temp files, segments after a gap
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -223,7 +210,7 @@ class SegmentedVideoWriter:
         """Encode the next frame.
 
         Args:
-            image: uint8 (H, W, 3) RGB; every frame has the same size (odd sizes are padded to even for 4:2:0).
+            image: uint8 (H, W, 3) RGB of the writer's ``size`` (padded to even where the encoder needs it).
             pts: its timestamp in ``info.time_base`` (the reader's ``DecodedFrame.pts``); ``None``, or one not after
                 the previous frame's, gives the previous one plus one frame period.
 
@@ -236,7 +223,7 @@ class SegmentedVideoWriter:
         self._ensure_loaded()
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB frame, instead got {image.dtype} {image.shape}")
-        image = even(image)
+        image = even(image) if self._pad else image
         size = (image.shape[1], image.shape[0])
         if self._size is None:
             self._size = size
@@ -304,8 +291,7 @@ class SegmentedVideoWriter:
                     f"cannot write video {self.final_path}: the encoder gave {len(seg['packets'])} packets for "
                     f"{len(seg['pts'])} frames (codec={self.codec} is not supported for segmented writing)"
                 )
-            fsync(tmp)
-            os.replace(tmp, media)
+            commit(tmp, media)
             record = {
                 "pts": seg["pts"],
                 "packets": seg["packets"],
@@ -316,7 +302,7 @@ class SegmentedVideoWriter:
             write_json(record_path, record)  # the segment counts as complete from here on
         except BaseException:
             self._open = None
-            for path in (tmp, media, record_path.with_name(record_path.name + ".tmp")):
+            for path in (tmp, media):
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
@@ -339,29 +325,41 @@ class SegmentedVideoWriter:
         if self._finished:
             return self.final_path
         self._ensure_loaded()
-        if self._open is not None:
-            self._guard(self._close_segment)
-        total = self.frames_done()
-        if total == 0:
-            raise DataError(f"cannot write video {self.final_path}: no frames were written")
-        self._guard(self._join, total)
-        self._finished = True
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        try:
+            if self._open is not None:
+                self._guard(self._close_segment)
+            total = self.frames_done()
+            if total == 0:
+                raise DataError(f"cannot write video {self.final_path}: no frames were written")
+            self._guard(self._join, total)
+            self._finished = True
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        finally:
+            self._lock.release()
         logger.debug("%s: %d frames written", self.final_path, total)
         return self.final_path
 
     def abort(self, *, keep_parts: bool = True) -> None:
         """Stop without an output: drop the segment being written; keep the complete ones for a later run unless
-        ``keep_parts`` is false. Never raises for a missing file."""
+        ``keep_parts`` is false. A work folder left without a complete segment (nothing decoded, or the first
+        segment failed) holds nothing useful: removed. Gives the output's lock back (and touches nothing where another
+        run holds it). Never raises for a missing file."""
         seg, self._open = self._open, None
         if seg is not None:
             with contextlib.suppress(Exception):
                 seg["container"].close()
             with contextlib.suppress(OSError):
                 seg["tmp"].unlink()
-        if not keep_parts:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            self._segments = []
+        try:
+            self.claim()
+        except DataError:
+            return  # another run writes the output now: its parts are not ours to remove
+        try:
+            if not keep_parts or (self._loaded and not self._segments):
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+                self._segments = []
+        finally:
+            self._lock.release()
 
     def _join(self, total: int) -> None:
         pts_all, step = [p for s in self._segments for p in s.pts], self._step
@@ -389,6 +387,6 @@ class SegmentedVideoWriter:
                 total=total,
                 audio_source=self.audio_source,
             )
-            os.replace(tmp, self.final_path)
+            commit(tmp, self.final_path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -51,3 +51,17 @@ def run_command(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Co
     """Run a console script with unbuffered output, capturing it as text."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2, only_line: bool = False) -> str:
+    """The one error line of a refused command (exit ``code``, no traceback, one line with ``error:``), checked to
+    hold each of ``needles``. ``only_line``: stderr holds nothing else either."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in output, result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and (len(lines) == 1 or not only_line), result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
