@@ -26,9 +26,10 @@ from cdvd.checkpoints import (
     safe_torch_load,
 )
 from cdvd.errors import UserError
-from cdvd.metrics import psnr_protocol, ssim_protocol
+from cdvd.metrics import psnr_protocol, ssim_protocol, to_uint8
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
+from cdvd.pictures import labelled_strip
 from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,12 @@ class DeblurModule(pl.LightningModule):
         pretrained: initialise from an original CDVD-TSP ``.pt`` or a checkpoint of ours.
         flow_pretrained: initialise the flow net from PWC-Net's ``network-default.pytorch``.
         seed: seeds the random part of the HEM mask per step, so runs (and resumed runs) repeat exactly.
-        log_images: log a blurry | stage 1 | output | sharp strip of the first validation sample.
+        log_images: log a blurry | stage 1 | output | sharp strip of the first validation sample, each panel
+            captioned with its name and PSNR.
+
+    Validation logs ``val/psnr``, ``val/ssim``, ``val/psnr_stage1`` of the output, and as a baseline the blurry
+    input's centre frame scored the same way (``val/psnr_input``, ``val/ssim_input``) with
+    ``val/psnr_gain = val/psnr - val/psnr_input``.
     """
 
     def __init__(
@@ -170,6 +176,8 @@ class DeblurModule(pl.LightningModule):
         self.val_psnr = MeanMetric()
         self.val_ssim = MeanMetric()
         self.val_psnr_stage1 = MeanMetric()
+        self.val_psnr_input = MeanMetric()  # the blurry input: the baseline the output should beat
+        self.val_ssim_input = MeanMetric()
         self.val_psnr_best = MaxMetric()
         self._step_generator: torch.Generator | None = None
 
@@ -247,7 +255,7 @@ class DeblurModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         # sanity checks and real epochs each start from an empty state
-        for metric in (self.val_psnr, self.val_ssim, self.val_psnr_stage1):
+        for metric in (self.val_psnr, self.val_ssim, self.val_psnr_stage1, self.val_psnr_input, self.val_ssim_input):
             metric.reset()
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -257,12 +265,22 @@ class DeblurModule(pl.LightningModule):
         outputs = self.net(padded)
         out = crop_to(outputs.out, size)
         stage1 = crop_to(outputs.recons_2, size)
+        blur_centre = blur[:, blur.shape[1] // 2]
         psnr = psnr_protocol(out, sharp_centre)
+        psnr_stage1 = psnr_protocol(stage1, sharp_centre)
+        psnr_input = psnr_protocol(blur_centre, sharp_centre)
         self.val_psnr.update(psnr)
         self.val_ssim.update(ssim_protocol(out, sharp_centre))
-        self.val_psnr_stage1.update(psnr_protocol(stage1, sharp_centre))
+        self.val_psnr_stage1.update(psnr_stage1)
+        self.val_psnr_input.update(psnr_input)
+        self.val_ssim_input.update(ssim_protocol(blur_centre, sharp_centre))
         if batch_idx == 0 and self.hparams.log_images:
-            self._log_strip(blur[0, blur.shape[1] // 2], stage1[0], out[0], sharp_centre[0])
+            self._log_strip(
+                (f"blurry\n{psnr_input[0]:.2f} dB", blur_centre[0]),
+                (f"stage 1\n{psnr_stage1[0]:.2f} dB", stage1[0]),
+                (f"output\n{psnr[0]:.2f} dB", out[0]),
+                ("sharp", sharp_centre[0]),
+            )
         return {"out": out.detach()}
 
     def on_validation_epoch_end(self) -> None:
@@ -270,17 +288,22 @@ class DeblurModule(pl.LightningModule):
         self.log("val/psnr", psnr, prog_bar=True, sync_dist=False)
         self.log("val/ssim", self.val_ssim.compute(), sync_dist=False)
         self.log("val/psnr_stage1", self.val_psnr_stage1.compute(), sync_dist=False)
+        psnr_input = self.val_psnr_input.compute()
+        self.log("val/psnr_input", psnr_input, sync_dist=False)
+        self.log("val/ssim_input", self.val_ssim_input.compute(), sync_dist=False)
+        self.log("val/psnr_gain", psnr - psnr_input, sync_dist=False)
         if not self.trainer.sanity_checking:
             self.val_psnr_best.update(psnr)
             self.log("val/psnr_best", self.val_psnr_best.compute(), prog_bar=True, sync_dist=False)
 
-    def _log_strip(self, *images: torch.Tensor) -> None:
-        """blurry | stage 1 | output | sharp, side by side, to every TensorBoard logger."""
-        strip = torch.cat([img.detach().float().clamp(0, 1).cpu() for img in images], dim=-1)
-        for lg in self.loggers:
-            experiment = getattr(lg, "experiment", None)
-            if hasattr(experiment, "add_image"):
-                experiment.add_image("val/blurry_stage1_output_sharp", strip, self.global_step)
+    def _log_strip(self, *panels: tuple[str, torch.Tensor]) -> None:
+        """``(caption, (3, H, W) image)`` panels side by side under their captions, to every TensorBoard logger."""
+        loggers = [lg.experiment for lg in self.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
+        if not loggers:
+            return
+        strip = labelled_strip([(caption, to_uint8(image)) for caption, image in panels], separator=2)
+        for experiment in loggers:
+            experiment.add_image("val/blurry_stage1_output_sharp", strip, self.global_step, dataformats="HWC")
 
     # ------------------------------------------------------------------------------------- optimiser, scheduler
 

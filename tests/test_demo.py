@@ -6,12 +6,15 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.cli import console_script
 
 from cdvd.cli.demo import demo_precision
+from cdvd.data.io import list_frames, read_rgb
 from cdvd.errors import ConfigError
 from cdvd.hardware import cpu_flags
+from cdvd.pictures import label_band_height, labelled_strip
 
 # a tiny dataset and two batches: the demo's wiring, not its result
 SHORT_TRAINING = (
@@ -79,6 +82,34 @@ def test_short_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (run / ".hydra" / "config.yaml").is_file()
     for word in ("blurry", "deblurred", "PSNR", "checkpoint", "TensorBoard"):
         assert word in result.stdout
+    # the picture: the middle frame, blurry | deblurred | sharp under a caption band, 4-pixel separators
+    assert summary["comparison"] == str(run / "comparison.png")
+    assert f"comparison:{run / 'comparison.png'}" in "".join(result.stdout.split())  # rich wraps long lines
+    picture = read_rgb(run / "comparison.png")
+    assert picture.shape[1] == 3 * 64 + 2 * 4 and picture.shape[0] > 64
+    heldout, video = run / "data" / "heldout", Path(summary["frames"]).name
+    folders = (heldout / "blur" / video, Path(summary["frames"]), heldout / "gt" / video)
+    for index, folder in enumerate(folders):
+        middle = list_frames(folder)[2]  # heldout.n_frames=5
+        assert np.array_equal(picture[-64:, index * 68 : index * 68 + 64], read_rgb(middle)), folder
+
+
+def test_labelled_strip_keeps_each_frame_under_its_caption() -> None:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    labels = ["blurry\n24.10 dB", "deblurred\n25.33 dB", "sharp"]
+    strip = labelled_strip(list(zip(labels, frames, strict=True)))
+    band = label_band_height(labels, 48)
+    assert band >= 20  # two lines of text
+    assert strip.shape == (band + 32, 3 * 48, 3) and strip.dtype == np.uint8
+    for index, frame in enumerate(frames):
+        assert np.array_equal(strip[band:, index * 48 : (index + 1) * 48], frame)
+        assert strip[:band, index * 48 : (index + 1) * 48].max() > 200, f"{labels[index]!r} is not written"
+    with_bars = labelled_strip(list(zip(labels, frames, strict=True)), separator=4)
+    assert with_bars.shape == (band + 32, 3 * 48 + 2 * 4, 3)
+    assert np.array_equal(with_bars[band:, 52:100], frames[1])
+    with pytest.raises(ValueError, match="'sharp' is uint8 \\(16, 48, 3\\)"):
+        labelled_strip([("blurry", frames[0]), ("sharp", frames[1][:16])])
 
 
 def test_demo_precision_follows_the_hardware() -> None:

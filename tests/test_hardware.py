@@ -102,3 +102,17 @@ def test_this_machine_matches_its_cpuinfo() -> None:
     described = hardware.cpu_description()
     assert set(described["flags"]) == set(hardware.REPORTED_FLAGS)
     assert described["flags"]["avx2"] == ("avx2" in flags)
+
+
+@pytest.mark.parametrize(("capability", "native"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_cuda_bf16_follows_the_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], native: bool
+) -> None:
+    """The CUDA rule, on any machine: Ampere (8.0) and later compute bf16 natively; a Turing card (7.5) runs fp32."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert hardware.native_bf16("cuda") is native
+    assert hardware.resolve_precision("auto", "cuda") == ("bf16" if native else "fp32")
+    assert hardware.resolve_precision("bf16", "cuda") == ("bf16" if native else "fp32")
+    assert (hardware.missing_bf16("cuda") is None) is native
+    assert hardware.resolve_precision("fp16", "cuda") == "fp16"

@@ -128,6 +128,20 @@ def test_odd_sizes_are_preserved() -> None:
     torch.testing.assert_close(out, reference_outputs(model, padded)[..., :30, :45], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("h", "w"), [(33, 48), (32, 45), (31, 43)], ids=["odd-x-even", "even-x-odd", "odd-x-odd"])
+def test_sizes_off_the_multiple_of_4_are_padded_at_the_bottom_right_by_reflection(h: int, w: int) -> None:
+    """A real (tiny) network sees across pixels, so only the exact padding (reflected, bottom and right, each side by
+    its own amount) gives what the network computes on the frames padded by hand."""
+    torch.manual_seed(0)
+    model = CDVDTSP(n_feat=4, n_resblock=1).eval()
+    frames = video(5, h, w, seed=3)
+    out = VideoDeblurrer(model, device="cpu").deblur_tensor(frames)
+    assert out.shape == (5, 3, h, w)
+    padded = torch.nn.functional.pad(frames, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
+    by_hand = VideoDeblurrer(model, device="cpu").deblur_tensor(padded)[..., :h, :w]
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-6)
+
+
 def test_reads_lazily_with_bounded_memory() -> None:
     model = StubNet()
     pulled = 0

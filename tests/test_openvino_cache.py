@@ -29,6 +29,10 @@ openvino = pytest.importorskip("openvino", reason="backend=openvino needs the op
 from cdvd.backends import openvino as ov_backend  # noqa: E402 - only with openvino installed
 from cdvd.backends.openvino import OpenVINOStage, compiled_key, conversion_key  # noqa: E402
 
+# the in-process OpenVINO tests and the command-line ones run in one pytest-xdist worker, in file order (as a
+# single process runs them): `make test` runs with --dist loadgroup
+pytestmark = pytest.mark.xdist_group("openvino")
+
 SIZE = (32, 48)
 AVX512_WITHOUT_BF16 = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
 

@@ -54,3 +54,23 @@ def test_a_multirun_over_shards_equals_one_process(tmp_path: Path) -> None:
         assert scored.returncode == 0, scored.stderr
     reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("single", "sharded")]
     assert reports[0]["total"] == reports[1]["total"] and reports[0]["total"]["frames"] == 3
+
+
+def test_eval_of_one_shard_scores_that_shards_videos_only(tmp_path: Path) -> None:
+    """``cdvd-eval input=... num_shards=2 shard=0`` deblurs and scores the shard's videos, not every GT video."""
+    tiny_checkpoint(tmp_path / "tiny.pt")
+    rng = np.random.default_rng(1)
+    for video in ("a", "b", "c"):
+        for i in range(5):
+            gt = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            write_rgb(tmp_path / "data" / "val" / "blur" / video / f"{i:05d}.png", gt // 2 + 60)
+            write_rgb(tmp_path / "data" / "val" / "gt" / video / f"{i:05d}.png", gt)
+    args = ["device=cpu", "progress=false", "input=data", "split=val", "checkpoint=tiny.pt", "num_shards=2"]
+    for shard in (0, 1):
+        result = run_command(
+            [console_script("cdvd-eval"), *args, f"shard={shard}", f"results=r{shard}", f"output=m{shard}.json"],
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    videos = [sorted(json.loads((tmp_path / f"m{s}.json").read_text())["videos"]) for s in (0, 1)]
+    assert videos == [["a", "c"], ["b"]]  # every 2nd video by name: disjoint, together all three

@@ -312,3 +312,54 @@ def test_onecycle_counts_the_steps_lightning_counts_without_building_a_loader(
     steps = onecycle_total_steps(ours)
     assert ours.fit_loop._combined_loader is None, "the training loader was built"
     assert steps == attached().estimated_stepping_batches
+
+
+def test_validation_logs_the_blurry_input_as_baseline_and_captions_the_strip(tmp_path: Path) -> None:
+    """val/psnr_input and val/ssim_input score the blurry centre frames as val/psnr scores the output (the protocol's
+    functions, the same frames), val/psnr_gain is the difference, and TensorBoard's strip has a caption band above
+    panels that are the frames themselves."""
+    import cv2
+    import numpy as np
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.data import DataLoader
+
+    from cdvd.metrics import psnr_protocol, ssim_protocol, to_uint8
+
+    generator = torch.Generator().manual_seed(3)
+    samples = []
+    for _ in range(4):  # two batches of two 5-frame clips
+        sharp = torch.rand(5, 3, 32, 48, generator=generator)
+        blur = (sharp + 0.08 * torch.randn(sharp.shape, generator=generator)).clamp(0, 1)
+        samples.append({"blur": blur, "sharp": sharp})
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="tb"),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    (logged,) = trainer.validate(_tiny_module(), dataloaders=DataLoader(samples, batch_size=2), verbose=False)
+
+    blur_centre = torch.stack([s["blur"][2] for s in samples])
+    sharp_centre = torch.stack([s["sharp"][2] for s in samples])
+    assert logged["val/psnr_input"] == pytest.approx(psnr_protocol(blur_centre, sharp_centre).mean().item(), abs=1e-4)
+    assert logged["val/ssim_input"] == pytest.approx(ssim_protocol(blur_centre, sharp_centre).mean().item(), abs=1e-5)
+    assert logged["val/psnr_gain"] == pytest.approx(logged["val/psnr"] - logged["val/psnr_input"], abs=1e-4)
+    assert logged["val/psnr_gain"] != 0  # an untrained net does not return its input
+
+    (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    (image,) = accumulator.Images("val/blurry_stage1_output_sharp")
+    encoded = np.frombuffer(image.encoded_image_string, np.uint8)
+    strip = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    band = strip.shape[0] - 32
+    assert band > 0 and strip.shape[1] == 4 * 48 + 3 * 2  # four panels, 2-pixel separators
+    for index, frame in ((0, blur_centre[0]), (3, sharp_centre[0])):  # blurry | stage 1 | output | sharp
+        left = index * (48 + 2)
+        assert np.array_equal(strip[band:, left : left + 48], to_uint8(frame))
+    for index in range(4):
+        assert strip[:band, index * 50 : index * 50 + 48].max() > 200, f"panel {index} has no caption"
