@@ -29,10 +29,6 @@ openvino = pytest.importorskip("openvino", reason="backend=openvino needs the op
 from cdvd.backends import openvino as ov_backend  # noqa: E402 - only with openvino installed
 from cdvd.backends.openvino import OpenVINOStage, compiled_key, conversion_key  # noqa: E402
 
-# the in-process OpenVINO tests and the command-line ones run in one pytest-xdist worker, in file order (as a
-# single process runs them): `make test` runs with --dist loadgroup
-pytestmark = pytest.mark.xdist_group("openvino")
-
 SIZE = (32, 48)
 AVX512_WITHOUT_BF16 = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
 
@@ -317,6 +313,7 @@ def without_file_permission_override(args: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_deblur_never_uses_a_damaged_compiled_stage(
     tmp_path: Path, filled_cache: tuple[Path, list[str], dict[str, bytes | None]]
 ) -> None:
@@ -333,6 +330,7 @@ def test_deblur_never_uses_a_damaged_compiled_stage(
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_deblur_uses_a_read_only_cache_without_touching_it(
     tmp_path: Path, filled_cache: tuple[Path, list[str], dict[str, bytes | None]]
 ) -> None:
