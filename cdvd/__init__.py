@@ -16,6 +16,8 @@ _EXPORTS = {
     "CDVDTSP": "cdvd.models",
     "CascadeOutput": "cdvd.models",
     "CheckpointError": "cdvd.checkpoints",
+    "DeblurResult": "cdvd.inference.pipeline",
+    "deblur": "cdvd.inference.pipeline",
     "load_flow_weights": "cdvd.checkpoints",
     "load_model": "cdvd.checkpoints",
     "load_weights": "cdvd.checkpoints",
@@ -26,6 +28,8 @@ __all__ = [
     "CDVDTSP",
     "CascadeOutput",
     "CheckpointError",
+    "DeblurResult",
+    "deblur",
     "load_flow_weights",
     "load_model",
     "load_weights",
@@ -34,6 +38,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from cdvd.checkpoints import CheckpointError, load_flow_weights, load_model, load_weights, save_original
+    from cdvd.inference.pipeline import DeblurResult, deblur
     from cdvd.models import CDVDTSP, CascadeOutput
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from cdvd import __version__
-from cdvd.tool_help import console_scripts, tool_summary
+from cdvd.cli.help import console_scripts, tool_summary
 
 
 def tools_listing() -> str:

@@ -316,3 +316,20 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
     except OSError as err:
         return f"cannot write in {place} ({err.strerror or err})"
     return None
+
+
+def check_writable_place(folder: str | os.PathLike, setting: str, value: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work, a ``folder`` that files cannot be written into: the nearest folder of it that
+    exists (itself, or the one its missing folders would be made in) must take a new file, probed with a hidden
+    file that is removed at once. Nothing else is made, so a refused or failed run leaves no empty folder.
+    ``value``: the setting's value named in the message (default: ``folder``).
+
+    Raises:
+        ConfigError: a file (or a FIFO, a device) in the way, or no permission, naming ``setting``.
+    """
+    named = f"{setting}={folder if value is None else value}"
+    from cdvd.errors import ConfigError
+
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise ConfigError(f"cannot write {named}: {reason} (pass a writable {setting}=)")

@@ -217,7 +217,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (pass the path of an existing .pt/.ckpt file)")
+        raise CheckpointError(f"checkpoint not found: {path} (pass checkpoint=PATH of an existing .pt/.ckpt file)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files

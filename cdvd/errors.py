@@ -1,10 +1,14 @@
-"""The one base class of every mistake a user can make: a missing file, a bad setting, a broken checkpoint.
+"""The one base class of every mistake a user can make (a missing file, a bad setting, a broken checkpoint), and the
+two value checks every tool shares.
 
 Each command line turns a :class:`UserError` into one line on stderr and exit code 2 (:mod:`cdvd.cli.common`);
 anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 
 class UserError(ValueError):
@@ -18,7 +22,7 @@ class ConfigError(UserError):
 class DataError(UserError):
     """Bad input data (or an output that cannot be written); the message names the file or folder and what is wrong.
 
-    Also importable as ``cdvd.data.io.DataError``.
+    Imported from here only (``from cdvd.errors import DataError``).
     """
 
 
@@ -37,3 +41,42 @@ def user_message(err: BaseException) -> str:
                 return last[len(start) :]
         return last
     return text
+
+
+# The two value checks every tool's settings share (counts and positive numbers), raising ConfigError.
+
+
+def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite float, positive (or zero where ``allow_zero``), else a :class:`ConfigError`.
+
+    Args:
+        name: the setting's dotted name, for the message (``optimizer.lr``).
+        value: what the config holds (a number, or a string the user typed, such as ``abc``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{name}={value}: not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value}: not a number (e.g. {name}=1e-4)") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}={value}: must be a finite number")
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value}: must be {bound}")
+    return number
+
+
+def check_count(name: str, value: Any, least: int) -> int:
+    """``value`` as a whole number >= ``least``, else a :class:`ConfigError` naming ``name``.
+
+    Args:
+        name: the setting's dotted name, for the message (``trainer.max_epochs``).
+        value: what the config holds (Hydra reads ``3`` as an int, ``3.0`` as a float and ``abc`` as a string).
+        least: the smallest value that works.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value}: not a whole number (e.g. {name}={max(least, 1)})")
+    if value < least:
+        raise ConfigError(f"{name}={value}: must be >= {least}")
+    return value

@@ -1,11 +1,16 @@
 """Export the network for deployment: ONNX and OpenVINO IR, with dynamic frame height and width.
 
-Four parts can be exported (``part``):
+Five parts can be exported (``part``; inputs and outputs declared in :data:`cdvd.backends.graphs.SIGNATURES`, the
+ONNX dimensions named ``height`` and ``width``):
 
+* ``full``: the whole two-stage cascade, :meth:`CDVDTSP.forward`'s ``out``: ``frames`` (5, 1, 3, H, W) ->
+  ``restored`` (1, 1, 3, H, W), the centre frame restored (stage 1 on the three overlapping triples, stage 2 on the
+  three stage-1 results). One call per output frame, nothing kept between calls.
 * ``stage``: one cascade stage, :meth:`CDVDTSP.restore_centres` on three consecutive frames,
   ``frames`` (3, 1, 3, H, W) -> ``restored`` (1, 1, 3, H, W). The deblurring engine calls exactly this once per
   stage and frame (stage 1 on the inputs, stage 2 on three stage-1 results), so an exported stage keeps the
-  streaming reuse of the torch engine. Run it twice for the full cascade.
+  streaming reuse of the torch engine: two stage calls per output frame, where ``full`` runs stage 1 on three
+  triples every time.
 * ``flow``: PWC-Net with its resize wrapper, ``reference``, ``neighbour`` (B, 3, H, W) -> ``flow`` (B, 2, H, W)
   in pixels.
 * ``reconstruction``: the encoder-decoder, ``inputs`` (B, 10, H, W) -> ``restored`` (B, 3, H, W).
@@ -16,103 +21,50 @@ Four parts can be exported (``part``):
 Frames are RGB in [0, 1], H and W multiples of 4 (pad with :func:`cdvd.models.padding.pad_to_multiple`). The
 exporters trace the network (TorchScript); the models in :mod:`cdvd.models` keep the frame size in the traced
 graph, so one export serves every frame size. :func:`verify_export` runs an exported file on a random input and
-compares it with torch.
+compares it with torch. :func:`run_export` is ``cdvd-export``: the settings checked, every file exported and
+checked, and ``export_check.json`` written beside them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from omegaconf import DictConfig, OmegaConf
 
-from cdvd.atomic import atomic_destination, commit
+from cdvd.atomic import atomic_destination, check_writable_place, commit, write_text_atomic
+from cdvd.backends.graphs import (
+    EXAMPLE_SIZE,
+    PARTS,
+    ExportPart,
+    PartSignature,
+    convert_openvino,
+    cpu_float_model,
+    example_inputs,
+    exporter_warnings_logged,
+    import_openvino,
+    part_io,
+    part_module,
+)
+from cdvd.checkpoints import load_model
+from cdvd.data.sources import check_apart, special_kind
+from cdvd.errors import ConfigError, check_count, check_positive_number
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
 
-ExportPart = Literal["stage", "flow", "reconstruction", "alignment"]
-PARTS: tuple[str, ...] = ("stage", "flow", "reconstruction", "alignment")
 ONNX_OPSET = 17  # GridSample needs 16; 17 is widely supported by ONNX Runtime and TensorRT
-EXAMPLE_SIZE = (64, 96)  # the size traced; any other size works with the exported graph
-OPENVINO_EXTRA = "pip install 'cdvd[openvino]'"
 EXPORT_EXTRA = "pip install 'cdvd[export]'"
-
-
-class StageGraph(nn.Module):
-    """One cascade stage as a module: (3, 1, 3, H, W) frames -> (1, 1, 3, H, W) restored centre."""
-
-    def __init__(self, model: CDVDTSP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model.restore_centres(frames)
-
-
-class FlowGraph(nn.Module):
-    """PWC-Net flow as a module: (B, 3, H, W) reference and neighbour -> (B, 2, H, W) flow in pixels."""
-
-    def __init__(self, model: CDVDTSP) -> None:
-        super().__init__()
-        self.flow = model.flow
-
-    def forward(self, reference: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
-        return self.flow(reference, neighbour)
-
-
-class AlignmentGraph(nn.Module):
-    """The reconstruction net's inputs of one stage: (3, 1, 3, H, W) frames -> (1, 10, H, W)."""
-
-    def __init__(self, model: CDVDTSP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model.aligned_inputs(frames)
-
-
-def part_module(model: CDVDTSP, part: ExportPart) -> nn.Module:
-    """The module that ``part`` exports (sharing ``model``'s weights), in eval mode."""
-    model.eval()
-    if part == "stage":
-        return StageGraph(model).eval()
-    if part == "flow":
-        return FlowGraph(model).eval()
-    if part == "reconstruction":
-        return model.recons.eval()
-    if part == "alignment":
-        return AlignmentGraph(model).eval()
-    raise ValueError(f"unknown part={part!r}; expected one of {', '.join(PARTS)}")
-
-
-def part_io(part: ExportPart) -> tuple[list[str], list[str], list[tuple[int, ...]]]:
-    """Input names, output names and input shapes with -1 for the dynamic H and W (batch 1) of ``part``."""
-    if part == "stage":
-        return ["frames"], ["restored"], [(3, 1, 3, -1, -1)]
-    if part == "flow":
-        return ["reference", "neighbour"], ["flow"], [(1, 3, -1, -1), (1, 3, -1, -1)]
-    if part == "reconstruction":
-        return ["inputs"], ["restored"], [(1, 10, -1, -1)]
-    if part == "alignment":
-        return ["frames"], ["inputs"], [(3, 1, 3, -1, -1)]
-    raise ValueError(f"unknown part={part!r}; expected one of {', '.join(PARTS)}")
-
-
-def example_inputs(part: ExportPart, size: tuple[int, int], *, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of ``part`` at ``size`` = (H, W): frames uniform in [0, 1] (float32, CPU)."""
-    height, width = size
-    if height % 4 or width % 4 or height < 4 or width < 4:
-        raise ValueError(f"size must be multiples of 4, instead got {height}x{width}")
-    generator = torch.Generator().manual_seed(seed)
-    _, _, shapes = part_io(part)
-    return tuple(torch.rand(*shape[:-2], height, width, generator=generator) for shape in shapes)
+FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+CHECK_REPORT = "export_check.json"
+"""Each exported file's agreement to torch, written beside them."""
 
 
 def export_onnx(
@@ -125,8 +77,9 @@ def export_onnx(
 ) -> Path:
     """Write ``part`` of ``model`` to an ONNX file with dynamic H and W (batch fixed as in :func:`part_io`).
 
-    The file appears whole or not at all. Runs with ONNX Runtime (``CPUExecutionProvider``,
-    ``CUDAExecutionProvider``) and TensorRT (``trtexec --onnx=...``).
+    Every input and output declares its shape: fixed sizes as numbers, the frame size as ``height`` and ``width``.
+    The exporters' warnings go to one DEBUG line. The file appears whole or not at all. Runs with ONNX Runtime
+    (``CPUExecutionProvider``, ``CUDAExecutionProvider``) and TensorRT (``trtexec --onnx=...``).
 
     Args:
         model: the network (weights on any device; exported from a CPU float32 copy).
@@ -139,43 +92,46 @@ def export_onnx(
         ``path``.
     """
     module = part_module(cpu_float_model(model), part)
-    names_in, names_out, _ = part_io(part)
+    signature = part_io(part)
     inputs = example_inputs(part, example_size)
-    ranks = [x.dim() for x in inputs] + [5 if part == "stage" else 4] * len(names_out)  # H and W last in each
-    names = names_in + names_out
-    dynamic = {name: {rank - 2: "height", rank - 1: "width"} for name, rank in zip(names, ranks, strict=True)}
+    shapes = {**signature.inputs, **signature.outputs}
+    dynamic = {
+        name: {axis: dim for axis, dim in enumerate(signature.named_dims(shape)) if isinstance(dim, str)}
+        for name, shape in shapes.items()
+    }
     path = Path(path)
     with atomic_destination(path) as tmp, torch.no_grad():
         # the TorchScript exporter: the models keep traced sizes in the graph (see cdvd.models), which gives
         # dynamic H and W; torch.export cannot prove the pyramid's shapes line up for every padded size
-        torch.onnx.export(
-            module,
-            inputs,
-            str(tmp),
-            dynamo=False,
-            opset_version=opset,
-            input_names=names_in,
-            output_names=names_out,
-            dynamic_axes=dynamic,
-        )
+        with exporter_warnings_logged(f"{part} to ONNX"):
+            torch.onnx.export(
+                module,
+                inputs,
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(signature.inputs),
+                output_names=list(signature.outputs),
+                dynamic_axes=dynamic,
+            )
+        _declare_shapes(tmp, signature)
     logger.info("wrote %s (%s, ONNX opset %d, dynamic height and width)", path, part, opset)
     return path
 
 
-def convert_openvino(
-    model: CDVDTSP, *, part: ExportPart = "stage", size: tuple[int, int] | None = None
-) -> object:  # openvino.Model
-    """``part`` of ``model`` as an ``openvino.Model``: static at ``size`` = (H, W), or dynamic H and W if None."""
-    ov = import_openvino()
-    module = part_module(model, part)
-    _, _, shapes = part_io(part)
-    example = example_inputs(part, size or EXAMPLE_SIZE)
-    if size is None:
-        input_shapes = [ov.PartialShape(list(shape)) for shape in shapes]
-    else:
-        input_shapes = [ov.PartialShape(list(x.shape)) for x in example]
-    with torch.no_grad():
-        return ov.convert_model(module, example_input=example if len(example) > 1 else example[0], input=input_shapes)
+def _declare_shapes(path: Path, signature: PartSignature) -> None:
+    """Name the dimensions of the ONNX file's inputs and outputs as ``signature`` declares them: the exporter names
+    those it could not fix from the trace after the node computing them (``Reshaperestored_dim_0``). ONNX's checker
+    runs on the result, and a declared size that contradicts the graph's is refused."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    graph = onnx.load(str(path))
+    named = {name: signature.named_dims(shape) for name, shape in signature.inputs.items()}
+    update_inputs_outputs_dims(
+        graph, named, {name: signature.named_dims(shape) for name, shape in signature.outputs.items()}
+    )
+    onnx.save(graph, str(path))
 
 
 def export_openvino(
@@ -285,24 +241,124 @@ def _run_onnx(path: Path, part: ExportPart, inputs: tuple[torch.Tensor, ...]) ->
     except ImportError as err:
         raise ImportError(f"verifying an ONNX export needs onnxruntime: {EXPORT_EXTRA}") from err
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names, _, _ = part_io(part)
+    names = part_io(part).inputs
     return session.run(None, {name: x.numpy() for name, x in zip(names, inputs, strict=True)})[0]
 
 
-def import_openvino():  # noqa: ANN201 - the openvino module
-    """``import openvino``, or an ImportError that says how to install it."""
-    try:
-        import openvino
-    except ImportError as err:
-        raise ImportError(f"backend=openvino needs the optional extra: {OPENVINO_EXTRA}") from err
-    return openvino
+ExportJob = tuple[str, ExportPart, Path]  # (format, part, path)
 
 
-def cpu_float_model(model: CDVDTSP) -> CDVDTSP:
-    """``model`` itself when already on the CPU in float32; otherwise a CPU float32 copy (the caller's stays)."""
-    param = next(model.parameters())
-    if param.device.type == "cpu" and param.dtype == torch.float32:
-        return model
-    import copy
+def plan_export(cfg: DictConfig) -> tuple[Path, list[ExportJob]]:
+    """``cdvd-export``'s settings checked and the exports asked for, ``(format, part, path)``, with the destination
+    checked (:func:`check_destination`): all before the model is loaded.
 
-    return copy.deepcopy(model).to("cpu", torch.float32)
+    Raises:
+        ConfigError: naming the setting.
+    """
+    if not cfg.checkpoint:
+        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
+    formats, parts = list(cfg.formats), list(cfg.parts)
+    for name in formats:
+        if name not in FORMATS:
+            raise ConfigError(f"formats: {name} is not one of {', '.join(FORMATS)}")
+    for part in parts:
+        if part not in PARTS:
+            raise ConfigError(f"parts: {part} is not one of {', '.join(PARTS)}")
+    check_positive_number("tolerance", cfg.tolerance)
+    sides = [check_count("check_size", side, 4) for side in cfg.check_size]
+    if len(sides) != 2 or any(side % 4 for side in sides):
+        raise ConfigError(f"check_size={list(cfg.check_size)}: expected [H, W], multiples of 4 (e.g. [72, 100])")
+    output = Path(cfg.output)
+    jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
+    check_destination(output, written_files(output, jobs), checkpoint=Path(cfg.checkpoint), overwrite=cfg.overwrite)
+    return output, jobs
+
+
+def written_files(output: Path, jobs: list[ExportJob]) -> list[Path]:
+    """Every file an export writes: each exported file (an OpenVINO ``.xml`` with its ``.bin``) and the report."""
+    files = [path for _, _, path in jobs]
+    files += [path.with_suffix(".bin") for name, _, path in jobs if name == "openvino"]
+    return [*files, output / CHECK_REPORT]
+
+
+def check_destination(output: Path, files: list[Path], *, checkpoint: Path, overwrite: bool) -> None:
+    """Before the model loads: ``output`` is a folder (or can be made) that takes files, none of ``files`` is a
+    folder, a FIFO or a device or the checkpoint itself, and none exists unless ``overwrite`` (the files of an
+    earlier export are replaced only when asked, as anything else there).
+
+    Raises:
+        ConfigError: naming ``output`` and the path in the way.
+    """
+    if (output.exists() or output.is_symlink()) and not output.is_dir():
+        kind = special_kind(output) or "a file"
+        raise ConfigError(f"output={output} is {kind}: the exported files go into a folder; pass output=DIR")
+    check_writable_place(output, "output")
+    for path in files:
+        check_apart({"output": path}, {"checkpoint": checkpoint})
+        kind = "a folder" if path.is_dir() else special_kind(path)
+        if kind is not None:
+            raise ConfigError(
+                f"output={output}: {path} is {kind}, where the export writes a file; pass another output="
+            )
+    existing = [str(path) for path in files if path.exists() or path.is_symlink()]
+    if existing and not overwrite:
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"{', '.join(existing)} {verb}: pass overwrite=true to replace, or another output=")
+
+
+def run_export(cfg: DictConfig) -> dict[str, Any]:
+    """``cdvd-export``: export every (format, part) asked for, check each file against torch at ``check_size``,
+    and write the checks to ``export_check.json`` beside them (configs/export.yaml has the settings).
+
+    Raises:
+        ConfigError: a bad setting, a missing extra, or an exported file whose output differs from torch's by more
+            than ``tolerance``.
+    """
+    output, jobs = plan_export(cfg)
+    model = load_model(cfg.checkpoint, "cpu", corr_backend="torch").eval()
+    size = tuple(int(s) for s in cfg.check_size)
+    checks = []
+    for name, part, path in jobs:
+        try:
+            if name == "onnx":
+                export_onnx(model, path, part=part)
+            else:
+                export_openvino(model, path, part=part)
+            check = verify_export(model, path, part=part, size=size)
+        except ImportError as err:
+            raise ConfigError(f"formats={name} needs the optional extra: {EXPORT_EXTRA} ({err})") from err
+        logger.info("%s: max abs difference to torch %.2e, PSNR %.1f dB", path, check.max_abs_diff, check.psnr)
+        if not check.max_abs_diff <= float(cfg.tolerance):
+            raise ConfigError(
+                f"{path} differs from torch by {check.max_abs_diff:.2e} (tolerance={cfg.tolerance}): not trusted"
+            )
+        checks.append(check.as_dict())
+    report = {"checkpoint": str(cfg.checkpoint), "settings": OmegaConf.to_container(cfg), "checks": checks}
+    write_text_atomic(output / CHECK_REPORT, json.dumps(report, indent=2, default=str) + "\n")
+    logger.info("%d exported file(s) checked against torch: %s", len(checks), output)
+    return report
+
+
+__all__ = [
+    "CHECK_REPORT",
+    "EXPORT_EXTRA",
+    "ExportCheck",
+    "ExportPart",
+    "FORMATS",
+    "ONNX_OPSET",
+    "PARTS",
+    "agreement",
+    "convert_openvino",
+    "check_destination",
+    "cpu_float_model",
+    "example_inputs",
+    "export_onnx",
+    "export_openvino",
+    "import_openvino",
+    "part_io",
+    "part_module",
+    "plan_export",
+    "run_export",
+    "verify_export",
+    "written_files",
+]

@@ -1,4 +1,5 @@
-"""What the hardware at hand computes natively: CPU flags, native bf16, and the ``precision=auto`` choice.
+"""Device and precision, in one place: which device a run uses, what it computes natively (CPU flags, native bf16),
+the ``precision=auto`` choice, and the autocast context of a resolved precision.
 
 bf16 pays off only where the processor has bf16 arithmetic (AVX-512 BF16 or AMX on x86 CPUs, tensor cores of
 compute capability 8.0 and later on NVIDIA GPUs); elsewhere it is emulated: slower than fp32 and no more exact (an
@@ -9,6 +10,7 @@ in one log line (:func:`resolve_precision`, the one place of that rule for every
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import platform
@@ -139,3 +141,41 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
             )
             return "fp32"
     return precision
+
+
+#: The precisions a run can end up at, after :func:`resolve_precision`.
+RESOLVED_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is a clear ``ValueError``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but no CUDA GPU is available; use device=cpu or device=auto")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from err
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The ``torch.autocast`` context of a precision :func:`resolve_precision` chose (``fp32``: none).
+
+    The rules (``auto``, bf16 only where native, fp16 only on CUDA) are :func:`resolve_precision`'s alone; this
+    function takes its answer and is not a second place that decides.
+
+    Raises:
+        ValueError: a precision that was not resolved first (``auto``, or a name not in
+            :data:`RESOLVED_PRECISIONS`).
+    """
+    if precision not in RESOLVED_PRECISIONS:
+        raise ValueError(
+            f"autocast_context takes a resolved precision ({', '.join(RESOLVED_PRECISIONS)}), got {precision}"
+        )
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

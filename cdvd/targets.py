@@ -32,7 +32,7 @@ from typing import Any
 
 from cdvd.checkpoints import CheckpointError
 
-#: The parts of :class:`cdvd.lit_module.DeblurModule` built from a config: the config group whose files ship its
+#: The parts of :class:`cdvd.training.module.DeblurModule` built from a config: the config group whose files ship its
 #: choices, and where in each file the part's config sits.
 ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "net": ("model", ("net",)),

@@ -25,7 +25,7 @@ so a run stopped from outside keeps what it measured (``"complete": false``). Pa
 On the GPU machine (PyTorch, Lightning, torchmetrics and cupy there; not Hydra, omegaconf, pytorch-msssim,
 torch-lr-finder or PyAV): deblurring and the correlation need PyAV (``cdvd.inference`` reaches it through
 ``cdvd.video``) but neither Hydra nor pytorch-msssim; the training step needs pytorch-msssim (``cdvd.losses``), DDP
-also Hydra (``cdvd.lit_module``). So first, here, ``bash scripts/gpu_wheels.sh`` (wheels into ``.gpu-wheels/``),
+also Hydra (``cdvd.training.module``). So first, here, ``bash scripts/gpu_wheels.sh`` (wheels into ``.gpu-wheels/``),
 then one device call with ``carry=[".gpu-wheels"]``, ``timeout_s=600`` and as its command the one line that
 ``python scripts/bench_gpu.py --print-device-command`` prints (the same, wrapped)::
 

@@ -3,7 +3,7 @@
 The ``ddp`` measurement starts two rank processes (``bench_gpu.py --worker ddp-rank``) with the variables of
 Lightning's ``LightningEnvironment`` (``NODE_RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): two "nodes" of
 one process each, both on device 0, which Lightning's own launcher would refuse (``devices=2`` needs two GPUs). Each
-rank fits ``cdvd.lit_module.DeblurModule`` (L1 + HEM, Adam) for a few steps on random clips; the backends are tried
+rank fits ``cdvd.training.module.DeblurModule`` (L1 + HEM, Adam) for a few steps on random clips; the backends are tried
 in turn until one works (NCCL first: it may refuse two ranks on one device; then gloo, which takes CUDA tensors).
 """
 
@@ -140,16 +140,14 @@ def ddp(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
 def ddp_rank(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """One rank: ``DeblurModule`` (L1 + HEM, Adam) fitted for a few steps on random clips, then a clean exit."""
     import datetime
-    import functools
 
     import pytorch_lightning as pl
     import torch
-    from bench_model import build_model
+    from bench_model import FULL_SIZE
     from pytorch_lightning.strategies import DDPStrategy
     from torch.utils.data import DataLoader
 
-    from cdvd.lit_module import DeblurModule
-    from cdvd.losses import L1HEMLoss
+    from cdvd.training.module import DeblurModule
 
     device = torch.device(spec["device"])
     patch, batch, steps = spec["patch"], spec["batch"], spec["steps"]
@@ -158,10 +156,11 @@ def ddp_rank(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
         {"blur": torch.rand(5, 3, patch, patch, generator=generator), "sharp": torch.rand(5, 3, patch, patch)}
         for _ in range(2 * batch * steps)
     ]
+    torch.manual_seed(0)
     module = DeblurModule(
-        build_model(**spec["network"]),
-        loss=L1HEMLoss(),
-        optimizer=functools.partial(torch.optim.Adam, lr=1e-4),
+        {"_target_": "cdvd.models.CDVDTSP", **FULL_SIZE, **spec["network"]},
+        loss={"_target_": "cdvd.losses.L1HEMLoss"},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4},
         log_images=False,
     )
     trainer = pl.Trainer(

@@ -5,7 +5,7 @@
 #
 # The GPU machine has PyTorch, Lightning, torchmetrics, cupy, OpenCV, scikit-image, rich and tensorboard, not Hydra
 # (hydra-core, omegaconf, antlr4-python3-runtime), pytorch-msssim, torch-lr-finder or PyAV (av), which cdvd imports
-# (cdvd.inference reaches av through cdvd.video, cdvd.losses imports pytorch-msssim, cdvd.lit_module Hydra). Each
+# (cdvd.inference reaches av through cdvd.video, cdvd.losses imports pytorch-msssim, cdvd.training.module Hydra). Each
 # is taken at the version installed in this checkout's .venv (the versions the tests ran with), plus cdvd's own
 # wheel (pip wheel --no-deps .) for its console scripts and packaged configs. PyAV is compiled code: it is fetched
 # for the GPU machine's Python (GPU_PYTHON, default 3.12, x86-64 manylinux); the others are pure Python, built here

@@ -172,8 +172,8 @@ def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
     ],
 )
 def test_training_settings_of_the_wrong_type_are_named(override: str, named: str) -> None:
-    from cdvd.config_checks import check_training_config
     from cdvd.errors import ConfigError
+    from cdvd.training.checks import check_training_config
 
     check_training_config(compose_train(["experiment=smoke"]))  # the shipped settings pass
     with pytest.raises(ConfigError, match=re.escape(named)):
@@ -182,7 +182,7 @@ def test_training_settings_of_the_wrong_type_are_named(override: str, named: str
 
 def test_lr_finder_settings_are_named() -> None:
     from cdvd.errors import ConfigError
-    from cdvd.lr_finder import check_lr_finder_settings
+    from cdvd.training.lr_finder import check_lr_finder_settings
 
     good = {"start_lr": 1e-7, "end_lr": 1.0, "diverge_th": 5, "num_iter": 100}
     check_lr_finder_settings(good)
@@ -214,8 +214,8 @@ def test_synthesis_settings_are_named_before_anything_is_written(tmp_path) -> No
 
 
 def test_export_check_settings_are_named_before_the_model_loads(tmp_path) -> None:
-    from cdvd.cli.export import _plan
     from cdvd.errors import ConfigError
+    from cdvd.export import plan_export as _plan
 
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"not read by the plan")
@@ -246,7 +246,7 @@ def test_cdvd_synth_reports_a_wrong_type_in_one_line(tmp_path) -> None:
     [[], ["hparams_search=lr_optuna"], ["scheduler=onecycle", "optimizer=adamw"], ["callbacks=[default,ema]"]],
 )
 def test_the_shipped_experiments_pass_the_setting_checks(experiment: str, extra: list[str]) -> None:
-    from cdvd.config_checks import (
+    from cdvd.training.checks import (
         check_data_counts,
         check_network,
         check_numeric_arguments,
@@ -271,7 +271,7 @@ def test_the_network_refuses_sizes_and_backends_it_cannot_build() -> None:
         ({"n_feat": 0}, "n_feat must be a whole number >= 1"),
         ({"n_feat": "8"}, "n_feat must be a whole number >= 1, instead got '8'"),
         ({"n_resblock": -1}, "n_resblock must be a whole number >= 0"),
-        ({"corr_backend": "xyz"}, "corr_backend must be one of auto, torch, cupy"),
+        ({"corr_backend": "xyz"}, "corr_backend=xyz: expected one of auto, torch, cupy"),
     ):
         with pytest.raises(ValueError, match=re.escape(named)):
             CDVDTSP(**kwargs)

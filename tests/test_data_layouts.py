@@ -231,7 +231,7 @@ def test_window_indices_bad_arguments():
 
 
 def test_scored_frames():
-    from cdvd.protocol import scored_frames
+    from cdvd.evaluation.protocol import scored_frames
 
     assert list(scored_frames(10, "all")) == list(range(10))
     assert list(scored_frames(10)) == [2, 3, 4, 5, 6, 7]

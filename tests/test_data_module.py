@@ -11,7 +11,8 @@ from helpers.cli import compose_config
 from helpers.data import GT_OFFSET, SIZE, decode, make_tree, write_video
 from hydra.utils import instantiate
 
-from cdvd.data import DataError, DeblurDataModule, TrainClipDataset, discover_videos
+from cdvd.data import DeblurDataModule, TrainClipDataset, discover_videos
+from cdvd.errors import DataError
 
 P = 8
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from helpers.cli import console_script
 
-from cdvd.cli.demo import demo_precision
 from cdvd.data.io import list_frames, read_rgb
 from cdvd.errors import ConfigError
+from cdvd.evaluation.pictures import label_band_height, labelled_strip
 from cdvd.hardware import cpu_flags
-from cdvd.pictures import label_band_height, labelled_strip
+from cdvd.training.demo import demo_precision
 
 # a tiny dataset and two batches: the demo's wiring, not its result
 SHORT_TRAINING = (

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.cli import console_script, run_command
+from helpers.data import tiny_checkpoint
 
+from cdvd.backends.graphs import StageGraph, example_inputs
 from cdvd.backends.torch import prepare_torch_model
-from cdvd.export import StageGraph, agreement, example_inputs, export_onnx, export_openvino, verify_export
+from cdvd.export import agreement, export_onnx, export_openvino, verify_export
 from cdvd.models import CDVDTSP
 
 needs_onnxruntime = pytest.mark.skipif(
@@ -64,6 +68,41 @@ def test_onnx_stage_matches_torch_at_another_size(model: CDVDTSP, tmp_path: Path
 def test_onnx_reconstruction_part(model: CDVDTSP, tmp_path: Path) -> None:
     path = export_onnx(model, tmp_path / "recons.onnx", part="reconstruction", example_size=SIZE)
     assert verify_export(model, path, part="reconstruction", size=OTHER_SIZE).max_abs_diff < 1e-4
+
+
+@pytest.fixture(scope="module")
+def full_onnx(model: CDVDTSP, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole cascade exported to ONNX once for the tests below (tracing it takes 10-20 s)."""
+    return export_onnx(model, tmp_path_factory.mktemp("full") / "full.onnx", part="full", example_size=SIZE)
+
+
+@pytest.mark.slow  # traces both cascade stages
+@needs_onnxruntime
+def test_onnx_full_cascade_is_the_torch_model(model: CDVDTSP, full_onnx: Path) -> None:
+    """Five frames in, the restored centre out: what the torch model's forward returns as ``out``, at a size other
+    than the traced one."""
+    import onnxruntime
+
+    frames = torch.rand(5, 1, 3, *OTHER_SIZE, generator=torch.Generator().manual_seed(7))
+    session = onnxruntime.InferenceSession(str(full_onnx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"frames": frames.numpy()})
+    with torch.no_grad():
+        expected = model(frames.transpose(0, 1)).out  # (1, 3, H, W): the clip's batch first
+    assert got.shape == (1, 1, 3, *OTHER_SIZE)
+    assert agreement(expected[None], got)[0] < 1e-4
+
+
+@pytest.mark.slow
+@needs_onnxruntime
+def test_onnx_dimensions_are_named_height_and_width(full_onnx: Path) -> None:
+    """A user inspecting the graph sees the fixed sizes and height/width, not the exporter's ``Reshape..._dim_0``."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(full_onnx)).graph
+    dims = {
+        value.name: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        for value in [*graph.input, *graph.output]
+    }
+    assert dims == {"frames": [5, 1, 3, "height", "width"], "restored": [1, 1, 3, "height", "width"]}
 
 
 @needs_openvino
@@ -133,3 +172,21 @@ def test_cupy_kernel_module_does_not_import_the_dispatcher() -> None:
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert "cdvd.models.correlation" not in imported
     assert "cdvd.models.correlation_window" in imported
+
+
+@pytest.mark.slow  # traces the cascade twice (ONNX, OpenVINO): about a minute on two shared cores
+@needs_onnxruntime
+@needs_openvino
+def test_cdvd_export_full_in_both_formats_is_checked_and_quiet(tmp_path: Path) -> None:
+    """``cdvd-export parts=[full]``: both files checked against torch, and none of the exporters' warnings
+    (TracerWarning, torch.onnx's constant folding, OpenVINO's) on the terminal."""
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    args = [console_script("cdvd-export"), f"checkpoint={checkpoint}", "output=exported", "parts=[full]"]
+    result = run_command([*args, "check_size=[40,52]"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warned = [line for line in (result.stdout + result.stderr).splitlines() if "Warning" in line]
+    assert not warned, warned
+    report = json.loads((tmp_path / "exported" / "export_check.json").read_text())
+    checks = sorted((check["part"], check["runtime"]) for check in report["checks"])
+    assert checks == [("full", "onnxruntime"), ("full", "openvino")]
+    assert all(check["max_abs_diff"] < 1e-4 for check in report["checks"])

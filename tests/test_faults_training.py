@@ -19,7 +19,6 @@ from helpers.processes import dead_pid
 
 import cdvd
 from cdvd.atomic import remove_stale_temp_files, temp_path
-from cdvd.callbacks import AtomicCheckpointIO
 from cdvd.checkpoints import (
     ARCH_KEY,
     CheckpointError,
@@ -29,7 +28,11 @@ from cdvd.checkpoints import (
     plain,
     safe_torch_load,
 )
-from cdvd.config_checks import (
+from cdvd.data.resumable import ResumableDataLoader
+from cdvd.errors import user_message
+from cdvd.models import CDVDTSP
+from cdvd.training.callbacks import AtomicCheckpointIO
+from cdvd.training.checks import (
     ConfigError,
     check_accelerator,
     check_count,
@@ -38,11 +41,8 @@ from cdvd.config_checks import (
     check_resume_checkpoint,
     check_trainer_counts,
 )
-from cdvd.data.resumable import ResumableDataLoader
-from cdvd.errors import user_message
-from cdvd.lit_module import DeblurModule
-from cdvd.models import CDVDTSP
-from cdvd.resume import config_subdir, run_dir, run_folder_of_checkpoint
+from cdvd.training.module import DeblurModule
+from cdvd.training.resume import config_subdir, run_dir, run_folder_of_checkpoint
 
 # ------------------------------------------------------------------------------------------------------------
 # crafted pickles
@@ -163,7 +163,7 @@ def test_smoke_checkpoint_on_the_built_in_data_settings_loads_safely_and_rebuild
     """The data module's `synthesize` mapping (a DictConfig) no longer makes our checkpoints unsafe to read."""
     from helpers.cli import compose_train
 
-    from cdvd.training import train
+    from cdvd.training.run import train
 
     overrides = [o for o in smoke_overrides if o != "data.synthesize=null"]
     overrides += ["logger=none", "trainer.max_epochs=1", "model.net.n_feat=4"]
@@ -186,33 +186,34 @@ def test_smoke_checkpoint_on_the_built_in_data_settings_loads_safely_and_rebuild
     assert module.configure_optimizers() is not None
 
 
-def test_module_built_from_objects_stores_its_network_and_optimizer_as_configs(tmp_path: Path) -> None:
-    import functools
-
-    from cdvd.losses import L1HEMLoss
-
+def test_module_takes_configs_only_and_keeps_them_as_its_hyper_parameters(tmp_path: Path) -> None:
+    net = {"_target_": "cdvd.models.CDVDTSP", "n_feat": 4, "n_resblock": 1, "residual": True}
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-4}
     torch.manual_seed(0)
-    module = DeblurModule(
-        CDVDTSP(n_feat=4, n_resblock=1, residual=True), L1HEMLoss(), functools.partial(torch.optim.AdamW, lr=3e-4)
-    )
-    assert module.hparams.net == {"_target_": "cdvd.models.CDVDTSP", "n_feat": 4, "n_resblock": 1, "residual": True}
-    assert module.hparams.optimizer == {"_target_": "torch.optim.adamw.AdamW", "_partial_": True, "lr": 3e-4}
-    assert module.hparams.loss is None  # a built loss cannot be written down: pass loss= to train a reload
+    module = DeblurModule(net, None, optimizer)
+    assert module.hparams.net == net and module.hparams.optimizer == optimizer and module.hparams.loss is None
+    assert module.lr == 3e-4  # read from the config: no optimiser is built to find it
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     again = DeblurModule.load_from_checkpoint(path)
     assert again.net.residual and isinstance(again.configure_optimizers(), torch.optim.AdamW)
     with pytest.raises(ValueError, match="loss="):
         again.compute_loss({"blur": torch.zeros(1, 5, 3, 16, 16), "sharp": torch.zeros(1, 5, 3, 16, 16)})
+    with pytest.raises(TypeError, match="net as its _target_ config"):
+        DeblurModule(CDVDTSP(n_feat=4, n_resblock=1))  # one constructor form
+    # no lr in the config: the class's own default, from its signature
+    sgd = DeblurModule(net, None, {"_target_": "torch.optim.SGD", "_partial_": True})
+    assert sgd.lr == 1e-3 and sgd.configure_optimizers().param_groups[0]["lr"] == 1e-3
 
 
 def test_resume_checkpoint_of_another_network_or_not_ours_is_one_line(tmp_path: Path) -> None:
-    import functools
-
-    from cdvd.losses import L1HEMLoss
 
     torch.manual_seed(0)
-    module = DeblurModule(CDVDTSP(n_feat=4, n_resblock=1), L1HEMLoss(), functools.partial(torch.optim.Adam, lr=1e-4))
+    module = DeblurModule(
+        {"_target_": "cdvd.models.CDVDTSP", "n_feat": 4, "n_resblock": 1},
+        {"_target_": "cdvd.losses.L1HEMLoss"},
+        {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4},
+    )
     path = tmp_path / "n8.ckpt"
     other = CDVDTSP(n_feat=8, n_resblock=1)
     checkpoint = {"state_dict": {f"net.{k}": v for k, v in other.state_dict().items()}, ARCH_KEY: architecture(other)}
@@ -437,7 +438,7 @@ def test_truncated_and_foreign_resume_files_are_named(tmp_path: Path) -> None:
 
 
 def test_worker_errors_come_back_as_their_own_line(tmp_path: Path) -> None:
-    from cdvd.data.io import DataError
+    from cdvd.errors import DataError
 
     class _Broken(torch.utils.data.Dataset):
         def __len__(self) -> int:

@@ -15,9 +15,9 @@ from helpers.data import make_tree
 from hydra.utils import instantiate
 
 from cdvd import atomic as atomic_module
-from cdvd.data import DataError, DeblurDataModule, FrameStore, pack_dataset, read_rgb, write_rgb
+from cdvd.data import DeblurDataModule, FrameStore, pack_dataset, read_rgb, write_rgb
 from cdvd.data.frame_store import FORMAT, META_KEY, import_lmdb
-from cdvd.errors import ConfigError
+from cdvd.errors import ConfigError, DataError
 
 SIZE = (32, 48)
 P = 16

@@ -13,10 +13,10 @@ import pytest
 import torch
 from helpers.cli import compose_train, run_command, smoke_cli_args
 
+from cdvd.evaluation.metrics import to_uint8
 from cdvd.inference import VideoDeblurrer
-from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
-from cdvd.training import train
+from cdvd.training.run import train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import console_script, run_command
 
-from cdvd.tool_help import console_scripts
+from cdvd.cli.help import console_scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_GROUPS = {

@@ -13,9 +13,11 @@ from helpers.processes import dead_pid
 
 from cdvd.atomic import temp_path
 from cdvd.data.clips import reflect_index, window_indices
-from cdvd.data.io import DataError, read_rgb, write_rgb
+from cdvd.data.io import read_rgb, write_rgb
 from cdvd.data.sources import VideoSource, discover_sources
-from cdvd.devices import autocast_context
+from cdvd.errors import DataError
+from cdvd.evaluation.metrics import to_uint8
+from cdvd.hardware import autocast_context
 from cdvd.inference import (
     TileSpec,
     VideoDeblurrer,
@@ -24,7 +26,6 @@ from cdvd.inference import (
     tile_regions,
     tile_weights,
 )
-from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
 from cdvd.video import read_video, write_test_video
 
@@ -218,7 +219,9 @@ def test_tiled_deviation_is_small(tiny_model: CDVDTSP) -> None:
 
 def test_precision_and_device_checks() -> None:
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
-        autocast_context(torch.device("cpu"), "fp16")
+        VideoDeblurrer(StubNet(), device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="takes a resolved precision"):
+        autocast_context(torch.device("cpu"), "auto")  # the rules are resolve_precision's, applied once
     with pytest.raises(ValueError, match="precision=fp8: expected one of"):
         VideoDeblurrer(StubNet(), device="cpu", precision="fp8")
     if not torch.cuda.is_available():

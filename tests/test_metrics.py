@@ -10,14 +10,14 @@ import torch
 from scipy.signal import convolve2d
 from skimage.metrics import structural_similarity
 
-from cdvd.metrics import (
+from cdvd.evaluation.metrics import (
     psnr_protocol,
     psnr_uint8,
     quantize,
     ssim_protocol,
     ssim_uint8,
 )
-from cdvd.protocol import MetricAccumulator
+from cdvd.evaluation.protocol import MetricAccumulator
 
 
 def numpy_psnr(pred: np.ndarray, target: np.ndarray, crop: int = 4) -> float:

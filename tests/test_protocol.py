@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import pytest
 import torch
 from helpers.cli import compose_config
 
-from cdvd import protocol
 from cdvd.cli.evaluate import run_eval
 from cdvd.data.datasets import WindowDataset
 from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.data.layouts import discover_videos
-from cdvd.lit_module import DeblurModule
-from cdvd.losses import L1HEMLoss
-from cdvd.lr_finder import suggest
-from cdvd.models import CDVDTSP
+from cdvd.evaluation import protocol
 from cdvd.models.padding import crop_to, pad_to_multiple
+from cdvd.training.lr_finder import suggest
+from cdvd.training.module import DeblurModule
 
 
 def direct_psnr(pred: np.ndarray, target: np.ndarray, border: int) -> float:
@@ -58,9 +55,9 @@ def validation_psnr(root: Path) -> tuple[float, list[tuple[np.ndarray, np.ndarra
     """val/psnr of DeblurModule on the folder dataset, and each scored (output uint8, GT uint8) pair."""
     torch.manual_seed(0)
     module = DeblurModule(
-        net=CDVDTSP(n_feat=4, n_resblock=1, residual=True),
-        loss=L1HEMLoss(),
-        optimizer=functools.partial(torch.optim.Adam, lr=1e-4),
+        net={"_target_": "cdvd.models.CDVDTSP", "n_feat": 4, "n_resblock": 1, "residual": True},
+        loss={"_target_": "cdvd.losses.L1HEMLoss"},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4},
         log_images=False,
     ).eval()
     videos = discover_videos(root, "folder", "val")

@@ -17,8 +17,8 @@ from helpers.cli import console_script, run_command
 
 from cdvd.checkpoints import ARCH_KEY, architecture
 from cdvd.data.io import list_frames, read_rgb
+from cdvd.evaluation.metrics import to_uint8
 from cdvd.inference import VideoDeblurrer
-from cdvd.metrics import to_uint8
 from cdvd.models import CDVDTSP
 from cdvd.video import probe_video, read_video, write_test_video
 

@@ -14,7 +14,7 @@ import yaml
 from helpers.cli import compose_train, console_script, run_command, smoke_cli_args
 
 from cdvd.data.locking import lock_path, make_once
-from cdvd.tracking import MAX_RUN_NAME, check_logger_packages, metric_value, run_name
+from cdvd.training.tracking import MAX_RUN_NAME, check_logger_packages, metric_value, run_name
 
 # the smallest sweep job users could run: one batch of one clip, no sanity check, no export
 TINY = [
@@ -131,7 +131,7 @@ def test_callbacks_and_loggers_compose_as_lists() -> None:
 
 def test_ema_weights_are_validated_checkpointed_and_exported(smoke_overrides: list[str], tmp_path: Path) -> None:
     from cdvd.checkpoints import load_model
-    from cdvd.training import train
+    from cdvd.training.run import train
 
     cfg = compose_train(
         [*smoke_overrides, "logger=csv", "callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.max_epochs=1"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import cdvd.data.synthetic as synth
-from cdvd.data import DataError, detect_layout, discover_videos, read_rgb, write_rgb
+from cdvd.data import detect_layout, discover_videos, read_rgb, write_rgb
+from cdvd.errors import DataError
 from cdvd.video import write_test_video
 
 SMALL = {"n_videos": 2, "n_frames": 3, "size": 48, "sub_frames": 5}

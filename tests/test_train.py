@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -11,16 +10,16 @@ import torch
 from helpers.cli import compose_config, compose_train, console_script, run_command, smoke_cli_args
 
 import cdvd
-from cdvd.lit_module import DeblurModule, build_param_groups
-from cdvd.losses import L1HEMLoss
 from cdvd.models import CDVDTSP
-from cdvd.training import ConfigError, build, check_config, train
+from cdvd.training.module import DeblurModule, build_param_groups
+from cdvd.training.run import ConfigError, build, check_config, train
 
 
 def _tiny_module(lr: float = 1e-3, **kwargs) -> DeblurModule:
     torch.manual_seed(0)
-    net = CDVDTSP(n_feat=4, n_resblock=1)
-    return DeblurModule(net, L1HEMLoss(), functools.partial(torch.optim.Adam, lr=lr), None, **kwargs)
+    net = {"_target_": "cdvd.models.CDVDTSP", "n_feat": 4, "n_resblock": 1}
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": lr}
+    return DeblurModule(net, {"_target_": "cdvd.losses.L1HEMLoss"}, optimizer, **kwargs)
 
 
 @pytest.mark.slow
@@ -54,9 +53,13 @@ def test_param_groups_cover_every_parameter_once_with_flow_ratio() -> None:
 
 
 def test_onecycle_gets_total_steps_and_keeps_group_ratio() -> None:
-    onecycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3, div_factor=None)
-    module = _tiny_module(lr=1e-4, flow_lr_scale=0.5)
-    module.scheduler_cfg = {"scheduler": onecycle, "interval": "epoch"}
+    onecycle = {
+        "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+        "_partial_": True,
+        "max_lr": 1e-3,
+        "div_factor": None,
+    }
+    module = _tiny_module(lr=1e-4, flow_lr_scale=0.5, scheduler={"scheduler": onecycle, "interval": "epoch"})
 
     class _Trainer:
         estimated_stepping_batches = 40
@@ -249,7 +252,7 @@ def test_bad_data_root_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path: Path) -> None:
-    from cdvd.lr_finder import find_lr
+    from cdvd.training.lr_finder import find_lr
 
     overrides = [o for o in smoke_overrides if not o.startswith("~callbacks")]
     cfg = compose_config(
@@ -265,7 +268,7 @@ def test_find_lr_writes_plot_and_overrides(smoke_overrides: list[str], tmp_path:
 
 
 def test_find_lr_keeps_the_flow_group_ratio() -> None:
-    from cdvd.lr_finder import RatioKeepingExponentialLR
+    from cdvd.training.lr_finder import RatioKeepingExponentialLR
 
     net = CDVDTSP(n_feat=4, n_resblock=1)
     optimizer = torch.optim.Adam(build_param_groups(net, 1e-6, 0.1))
@@ -299,7 +302,7 @@ def test_onecycle_counts_the_steps_lightning_counts_without_building_a_loader(
     import pytorch_lightning as pl
 
     from cdvd.data.datamodule import DeblurDataModule
-    from cdvd.lit_module import onecycle_total_steps
+    from cdvd.training.module import onecycle_total_steps
 
     def attached() -> pl.Trainer:
         datamodule = DeblurDataModule(root=tiny_dataset, patch_size=32, seed=0, **data_kwargs)
@@ -325,7 +328,7 @@ def test_validation_logs_the_blurry_input_as_baseline_and_captions_the_strip(tmp
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.data import DataLoader
 
-    from cdvd.metrics import psnr_protocol, ssim_protocol, to_uint8
+    from cdvd.evaluation.metrics import psnr_protocol, ssim_protocol, to_uint8
 
     generator = torch.Generator().manual_seed(3)
     samples = []

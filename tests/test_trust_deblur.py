@@ -15,9 +15,10 @@ import torch
 from helpers.cli import console_script, one_line_error, run_command
 from helpers.data import tiny_checkpoint
 
-from cdvd.data.io import DataError, read_rgb, write_rgb
+from cdvd.data.io import read_rgb, write_rgb
 from cdvd.data.sources import discover_sources
-from cdvd.evaluation import evaluate_pairs
+from cdvd.errors import DataError
+from cdvd.evaluation.scoring import evaluate_pairs
 from cdvd.inference import VideoDeblurrer, deblur_videos
 from cdvd.models import CDVDTSP
 from cdvd.video import file_fingerprint, write_test_video

@@ -19,14 +19,14 @@ import yaml
 from helpers.cli import compose_train, console_script, run_command, smoke_cli_args
 
 from cdvd.checkpoints import CheckpointError
-from cdvd.data import DataError, FrameStore, pack_dataset
-from cdvd.errors import ConfigError
-from cdvd.lit_module import DeblurModule
+from cdvd.data import FrameStore, pack_dataset
+from cdvd.errors import ConfigError, DataError
 from cdvd.losses import L1HEMLoss
 from cdvd.models import CDVDTSP
-from cdvd.sweeps import CheckOptunaSearch
 from cdvd.targets import allowed_targets
-from cdvd.tracking import check_logger_stores
+from cdvd.training.module import DeblurModule
+from cdvd.training.sweeps import CheckOptunaSearch
+from cdvd.training.tracking import check_logger_stores
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -109,7 +109,8 @@ def test_an_interpolation_cannot_make_a_config_while_building(tmp_path: Path) ->
 def test_foreign_settings_are_one_line_a_part_of_ones_own_replaces_them_torchs_still_load(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     path = _crafted(tmp_path / "evil.ckpt", "loss", _writers(marker)["Path.write_text"])
-    module = DeblurModule.load_from_checkpoint(path, loss=L1HEMLoss())  # the caller's own loss: nothing to check
+    own = {"_target_": "cdvd.losses.L1HEMLoss"}
+    module = DeblurModule.load_from_checkpoint(path, loss=own)  # the caller's own loss config: nothing to check
     assert isinstance(module.loss, L1HEMLoss) and not marker.exists()
     # no hyper-parameters: the network is built from the architecture record, which is file data too
     checkpoint = torch.load(path, weights_only=True)
@@ -190,7 +191,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_a_resumed_csv_run_keeps_its_earlier_rows(smoke_overrides: list[str], tmp_path: Path) -> None:
-    from cdvd.training import train
+    from cdvd.training.run import train
 
     base = [*smoke_overrides, "logger=csv", "model.net.n_feat=4", "data.batches_per_epoch=1"]
     train(compose_train([*base, "trainer.max_epochs=1"]))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cdvd.atomic import TEMP_MARK
-from cdvd.data.io import DataError
+from cdvd.errors import DataError
 from cdvd.video import (
     DecodedFrame,
     FrameTap,

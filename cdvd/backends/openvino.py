@@ -1,11 +1,12 @@
 """One cascade stage run by OpenVINO: a drop-in for :meth:`cdvd.models.CDVDTSP.restore_centres` on the CPU.
 
-The stage runs as two models (:mod:`cdvd.export` parts): ``alignment`` (flow, warps and the sharpness prior), always
-in f32, then ``reconstruction``, at the chosen precision. Both are converted from torch once (dynamic frame size) and
-compiled once per frame size (static shapes run faster on OpenVINO's CPU plugin). ``precision="bf16"`` sets the
-reconstruction's ``INFERENCE_PRECISION_HINT`` where the CPU computes bf16 natively (AVX-512 BF16, AMX); elsewhere it
-runs f32 and says so (:func:`cdvd.hardware.resolve_precision`: emulated bf16 is slower than f32 and its frames are
-worse). Flow is precision-sensitive (bf16 sampling coordinates are whole pixels off past 256), and a model compiled in
+The stage runs as two models (parts of :mod:`cdvd.backends.graphs`): ``alignment`` (flow, warps and the sharpness prior)
+always in f32, then ``reconstruction``, at the chosen precision. Both are converted from torch once (dynamic frame size)
+and compiled once per frame size (static shapes run faster on OpenVINO's CPU plugin). ``precision="bf16"`` sets the
+reconstruction's ``INFERENCE_PRECISION_HINT``; the stage takes a precision already resolved by the engine
+(:func:`cdvd.hardware.resolve_precision`, the one place that keeps bf16 to CPUs that compute it natively: emulated bf16
+is slower than f32 and its frames are worse).
+Flow is precision-sensitive (bf16 sampling coordinates are whole pixels off past 256), and a model compiled in
 bf16 as a whole computed it in bf16 even where its layers were marked to stay f32, hence the two models.
 
 Converting takes longer than deblurring a few frames, and compiling several seconds, so with a ``cache_dir`` both are
@@ -39,9 +40,9 @@ import numpy as np
 import torch
 
 from cdvd.atomic import atomic_folder
-from cdvd.export import convert_openvino, cpu_float_model, import_openvino
+from cdvd.backends.graphs import convert_openvino, cpu_float_model, import_openvino
 from cdvd.fingerprint import file_sha256, source_sha256, weights_sha256
-from cdvd.hardware import cpu_flags, resolve_precision
+from cdvd.hardware import cpu_flags
 from cdvd.models import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ class OpenVINOStage:
             raise ValueError(
                 f"backend=openvino supports precision=fp32 or bf16 (resolve auto first), instead got {precision!r}"
             )
-        if device == "CPU":
-            precision = resolve_precision(precision, "cpu")  # the one rule for bf16 without native support
         self.precision = precision
         self.device = device
         self.residual = model.residual

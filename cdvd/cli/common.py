@@ -16,10 +16,10 @@ from hydra.errors import CompactHydraException, InstantiationException, Override
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from cdvd.atomic import unwritable_reason
-from cdvd.errors import ConfigError, UserError, user_message
-from cdvd.tool_help import CONFIG_PACKAGE, register_help_resolver
-from cdvd.tracking import register_resolvers
+from cdvd.atomic import check_writable_place  # noqa: F401 - where cdvd-export takes it from
+from cdvd.cli.help import CONFIG_PACKAGE, register_help_resolver
+from cdvd.errors import UserError, user_message
+from cdvd.training.tracking import register_resolvers
 
 CONFIG_PATH = f"pkg://{CONFIG_PACKAGE}"
 """The Hydra configs, shipped inside the package (``configs/`` in a checkout, ``cdvd/configs`` in a wheel)."""
@@ -174,21 +174,6 @@ def hydra_message(err: CompactHydraException, prog: str) -> str:
         lambda m: f"; available options in {m[1]}: " + ", ".join(m[2].split()),
         text,
     ).strip()
-
-
-def check_writable_place(folder: str | os.PathLike, setting: str, value: str | os.PathLike | None = None) -> None:
-    """Refuse, before any work, a ``folder`` that files cannot be written into: the nearest folder of it that
-    exists (itself, or the one its missing folders would be made in) must take a new file, probed with a hidden
-    file that is removed at once. Nothing else is made, so a refused or failed run leaves no empty folder.
-    ``value``: the setting's value named in the message (default: ``folder``).
-
-    Raises:
-        ConfigError: a file (or a FIFO, a device) in the way, or no permission, naming ``setting``.
-    """
-    named = f"{setting}={folder if value is None else value}"
-    reason = unwritable_reason(folder)
-    if reason is not None:
-        raise ConfigError(f"cannot write {named}: {reason} (pass a writable {setting}=)")
 
 
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:

@@ -1,229 +1,35 @@
-"""``cdvd-eval``: PSNR and SSIM of deblurred videos with the published protocol (:mod:`cdvd.protocol`).
+"""``cdvd-eval``: PSNR and SSIM of deblurred videos with the published protocol.
 
     cdvd-eval results=deblurred/ gt=/data/DVD [output=metrics.json] [frames=paper|all]
     cdvd-eval input=/data/DVD checkpoint=CDVD_TSP_DVD_Convergent.pt      # deblur, then score
 
-``results`` holds one folder of frames per video (as ``cdvd-deblur`` writes them); ``gt`` is a dataset root in
-a supported layout (its ``split``), a folder of per-video frame folders, or one folder of frames. Result
-frames are matched to GT frames by name (the stem: ``00012.png`` scores against ``00012.jpg``).
 ``frames=paper`` (default) leaves out the first and last 2 frames of each video, as the published tables did;
-``frames=all`` scores every frame. A video's score is the mean over its frames; the total is the mean over all
-frames of all videos. The scores go to the terminal (a table), to ``output`` (JSON) and to a CSV beside it.
-Both are checked before any work: they replace only an earlier report of ``cdvd-eval`` (known by its content)
-unless ``overwrite=true``, and never go at, in or over what the run reads.
+``frames=all`` scores every frame. The scores go to the terminal (a table), to ``output`` (JSON) and a CSV beside it.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.cli.common import CONFIG_PATH, check_writable_place, run_cli, run_hydra
-from cdvd.data.io import has_frames
-from cdvd.data.sources import (
-    discover_sources,
-    frame_folders,
-    layout_videos,
-    pair_videos,
-    shard_sources,
-    special_kind,
-)
-from cdvd.errors import ConfigError
-from cdvd.evaluation import check_something_scored, evaluate_pairs
-from cdvd.fingerprint import file_sha256
-from cdvd.inference.runner import deblur_videos
-from cdvd.inference.settings import EvalSettings, build_deblurrer, check_run_paths, eval_settings
-from cdvd.protocol import CLIP_LENGTH, REPORT_CSV_HEADER, crop_border, write_report
-from cdvd.runtime import reuse_freed_memory
-
-logger = logging.getLogger(__name__)
-
-REPORT_MARK = ("made_by", "cdvd-eval")
-"""The key and value every report's JSON holds: how a later run knows a file at ``output`` as one it may replace."""
-
-#: A report larger than this is not read to tell whether it is one (reports are a few hundred bytes per video).
-_REPORT_MAX_BYTES = 64 << 20
-
-
-def is_eval_report(path: Path) -> bool:
-    """Whether ``path`` is a JSON report that ``cdvd-eval`` wrote (it holds :data:`REPORT_MARK`)."""
-    try:
-        if path.stat().st_size > _REPORT_MAX_BYTES:
-            return False
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    key, value = REPORT_MARK
-    return isinstance(data, dict) and data.get(key) == value
-
-
-def is_eval_csv(path: Path) -> bool:
-    """Whether ``path`` is the CSV of a report (its first row is :data:`cdvd.protocol.REPORT_CSV_HEADER`)."""
-    try:
-        with path.open("rb") as file:
-            first = file.readline(256)
-    except OSError:
-        return False
-    return first.rstrip(b"\r\n") == ",".join(REPORT_CSV_HEADER).encode()
-
-
-def check_report_destination(settings: EvalSettings) -> None:
-    """Before anything is deblurred or scored: the JSON report (``output``) and the CSV beside it can be written,
-    and each replaces nothing but an earlier report of ``cdvd-eval`` (told by content: :func:`is_eval_report`,
-    :func:`is_eval_csv`) unless ``overwrite=true``. A folder, a FIFO or a device at either is refused.
-
-    Raises:
-        ConfigError: naming ``output`` and the file in the way.
-    """
-    json_path = settings.report_path()
-    csv_path = json_path.with_suffix(".csv")
-    if json_path == csv_path:
-        raise ConfigError(f"output={json_path}: the report is JSON, with its CSV beside it: pass output=NAME.json")
-    checks: tuple[tuple[Path, Callable[[Path], bool]], ...] = ((json_path, is_eval_report), (csv_path, is_eval_csv))
-    for path, is_ours in checks:
-        if not path.exists() and not path.is_symlink():
-            continue
-        kind = "a folder" if path.is_dir() else special_kind(path)
-        if kind is not None:
-            raise ConfigError(f"output={json_path}: {path} is {kind}; pass output=FILE.json elsewhere")
-        if not settings.overwrite and not is_ours(path):
-            raise ConfigError(
-                f"output={json_path}: {path} exists and is not a cdvd-eval report: "
-                "pass another output=, or overwrite=true to replace it"
-            )
-    check_writable_place(json_path.parent, "output", json_path)
-
-
-def print_table(report: Mapping[str, Any], title: str = "PSNR / SSIM") -> None:
-    """The per-video and total scores as a rich table on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("video")
-    table.add_column("frames", justify="right")
-    table.add_column("PSNR (dB)", justify="right")
-    table.add_column("SSIM", justify="right")
-    for name, score in report["videos"].items():
-        table.add_row(name, str(score["frames"]), f"{score['psnr']:.3f}", f"{score['ssim']:.4f}")
-    total = report["total"]
-    table.add_section()
-    table.add_row("total", str(total["frames"]), f"{total['psnr']:.3f}", f"{total['ssim']:.4f}", style="bold")
-    Console().print(table)
-
-
-def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
-    """What the scores are of: the checkpoint (path and SHA-256), the input, the results, the GT, the protocol and
-    the versions, for ``metrics.json``."""
-    import platform
-
-    import torch
-
-    from cdvd import __version__
-
-    checkpoint = None
-    if settings.input and settings.checkpoint:
-        checkpoint = {"path": str(Path(settings.checkpoint).resolve()), "sha256": file_sha256(settings.checkpoint)}
-        checkpoint.update({k: getattr(settings, k) for k in ("precision", "streaming", "device", "corr_backend")})
-        checkpoint["tile"] = None if settings.tile.size is None else [settings.tile.size, settings.tile.overlap]
-    return {
-        REPORT_MARK[0]: REPORT_MARK[1],
-        "checkpoint": checkpoint,
-        "input": str(Path(settings.input).resolve()) if settings.input else None,
-        "results": str(results.resolve()),
-        "gt": str(Path(settings.gt).resolve()) if settings.gt else None,
-        "split": settings.split,
-        "protocol": {
-            "clip_length": CLIP_LENGTH,
-            "frames": settings.frames,
-            "crop_border": crop_border(settings.crop_border),
-        },
-        "versions": {"cdvd": __version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-
-
-def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
-    """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
-    input_path = Path(settings.input or "")
-    if not input_path.exists():
-        raise ConfigError(f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)")
-    if not settings.checkpoint:
-        raise ConfigError("input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)")
-    gt_videos = None
-    if settings.gt is None:
-        if input_path.is_file() or has_frames(input_path):
-            raise ConfigError(f"{input_path} holds no ground truth: pass gt=DIR")
-        pairs = layout_videos(input_path, settings.split, require_gt=True)
-        if not pairs:
-            raise ConfigError(f"cannot find ground truth in {input_path}: pass gt=DIR")
-        gt_videos = {pair.name: list(pair.gt) for pair in pairs}
-        check_something_scored(gt_videos, settings.frames)  # before deblurring what would score nothing
-    results = settings.results_path()
-    assert results is not None  # input= is given: results= or results/ beside the report
-    sources = discover_sources(input_path, split=settings.split)
-    if settings.num_shards > 1:  # deblur and score this shard's videos; score the union with results= gt=
-        sources = shard_sources(sources, settings.num_shards, settings.shard)
-    deblurrer = build_deblurrer(settings)
-    if settings.reuse_memory:
-        reuse_freed_memory()
-    deblur_videos(deblurrer, sources, results, progress=settings.progress, overwrite=settings.overwrite)
-    return results, gt_videos, {source.name for source in sources}
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+from cdvd.evaluation.report import evaluate, results_table
+from cdvd.inference.settings import eval_settings
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
-    """Score ``cfg.results`` against ``cfg.gt``, deblurring ``cfg.input`` with ``cfg.checkpoint`` first if given.
-
-    Returns:
-        ``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {...}, "frames_set", "crop_border"}``.
-
-    Raises:
-        UserError: the user's mistakes, naming the key or file.
-    """
-    settings = eval_settings(cfg)
-    check_run_paths(settings)  # no output at, in or over an input; no FIFO or device to read
-    check_report_destination(settings)
-    output = settings.report_path()
-    gt_videos = None
-    deblurred: set[str] | None = None
-    if settings.input:
-        results, gt_videos, deblurred = _deblur_first(settings)
-    elif not settings.results:
-        raise ConfigError("nothing to score: pass results=DIR gt=DIR, or input=DIR checkpoint=PATH")
-    else:
-        results = Path(settings.results)
-    if not results.is_dir():
-        raise ConfigError(f"results not found: {results} (pass results=DIR of deblurred frames)")
-    if settings.gt is not None:
-        if not Path(settings.gt).exists():
-            raise ConfigError(f"gt not found: {settings.gt} (pass gt=DIR of sharp frames or a dataset root)")
-        gt_videos = frame_folders(settings.gt, settings.split, gt=True)
-    elif gt_videos is None:
-        raise ConfigError("no ground truth given: pass gt=DIR (sharp frames or a dataset root)")
-
-    if deblurred is not None and settings.num_shards > 1:  # this shard's videos only
-        gt_videos = {name: frames for name, frames in gt_videos.items() if name in deblurred}
-    pairs = pair_videos(frame_folders(results, settings.split), gt_videos)
-    border = crop_border(settings.crop_border)
-    accumulator = evaluate_pairs(pairs, frames=settings.frames, border=border, progress=settings.progress)
-    report: dict[str, Any] = accumulator.as_dict()
-    report["frames_set"] = settings.frames
-    report["crop_border"] = border
-    report.update(provenance(settings, results))
-    json_path, csv_path = write_report(report, output)
-    print_table(report, title=f"{results} vs GT (frames={settings.frames})")
-    logger.info("metrics written to %s and %s", json_path, csv_path)
-    return report
+    """Score as ``cfg`` says; the report (``videos``, ``total``, provenance) as written to ``output``."""
+    return evaluate(eval_settings(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> float:
     report = run_cli(run_eval, cfg, "cdvd-eval")
+    from rich.console import Console
+
+    Console().print(results_table(report, title=f"{report['results']} vs GT (frames={report['frames_set']})"))
     return float(report["total"]["psnr"])
 
 

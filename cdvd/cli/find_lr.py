@@ -1,4 +1,4 @@
-"""``cdvd-find-lr``: the learning-rate range test on the composed training config (:mod:`cdvd.lr_finder`).
+"""``cdvd-find-lr``: the learning-rate range test on the composed training config (:mod:`cdvd.training.lr_finder`).
 
     cdvd-find-lr experiment=fork2021_dvd data.root=/data/DVD lr_finder.num_iter=200
 
@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
-from cdvd.lr_finder import find_lr
+from cdvd.training.lr_finder import find_lr
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="find_lr")

@@ -1,4 +1,4 @@
-"""``cdvd-train``: train CDVD-TSP from one composed Hydra config (:mod:`cdvd.training`).
+"""``cdvd-train``: train CDVD-TSP from one composed Hydra config (:mod:`cdvd.training.run`).
 
 cdvd-train experiment=smoke
 cdvd-train experiment=paper_gopro data.root=/data/GOPRO_Large model.flow_pretrained=network-default.pytorch
@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
-from cdvd.tracking import metric_value
-from cdvd.training import train
+from cdvd.training.run import train
+from cdvd.training.tracking import metric_value
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

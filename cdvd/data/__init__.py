@@ -12,7 +12,6 @@ from cdvd.data.datasets import FrameReader, TrainClipDataset, WindowDataset
 from cdvd.data.frame_store import FrameStore
 from cdvd.data.io import (
     IMAGE_EXTENSIONS,
-    DataError,
     decode_rgb,
     image_size,
     list_frames,
@@ -36,7 +35,6 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
-    "DataError",
     "DeblurDataModule",
     "FrameReader",
     "FrameStore",

@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cdvd.data.io import IMAGE_EXTENSIONS, DataError, list_frames, read_rgb
+from cdvd.data.io import IMAGE_EXTENSIONS, list_frames, read_rgb
+from cdvd.errors import DataError
 from cdvd.video import read_video
 
 logger = logging.getLogger(__name__)

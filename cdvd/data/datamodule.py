@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 from cdvd.checkpoints import plain
 from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.frame_store import FrameStore
-from cdvd.data.io import DataError
 from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
 from cdvd.data.resumable import ResumableDataLoader
-from cdvd.protocol import CLIP_LENGTH, check_frame_set
+from cdvd.errors import DataError
+from cdvd.evaluation.protocol import CLIP_LENGTH, check_frame_set
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class DeblurDataModule(pl.LightningDataModule):
         """The batches each rank's training loader gives per epoch, known without building the loader.
 
         What ``len(train_dataloader())`` is on one process, and under DDP with Lightning's distributed sampler (which
-        pads the data to a multiple of the world size). :class:`cdvd.lit_module.DeblurModule` counts OneCycle's
+        pads the data to a multiple of the world size). :class:`cdvd.training.module.DeblurModule` counts OneCycle's
         steps with it, so that Lightning does not build the loaders early (see ``onecycle_total_steps``).
         """
         if self.train_set is None:

@@ -19,9 +19,10 @@ from cdvd.data.clips import (
     window_indices,
 )
 from cdvd.data.frame_store import FrameStore
-from cdvd.data.io import DataError, read_rgb
+from cdvd.data.io import read_rgb
 from cdvd.data.layouts import VideoPair
-from cdvd.protocol import CLIP_LENGTH, check_frame_set, scored_frames
+from cdvd.errors import DataError
+from cdvd.evaluation.protocol import CLIP_LENGTH, check_frame_set, scored_frames
 
 logger = logging.getLogger(__name__)
 

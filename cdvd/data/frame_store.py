@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from cdvd.data.io import DataError, decode_rgb
+from cdvd.data.io import decode_rgb
 from cdvd.data.layouts import VideoPair
-from cdvd.errors import ConfigError
+from cdvd.errors import ConfigError, DataError
 
 FORMAT = "cdvd-frame-store"
 FORMAT_VERSION = 1

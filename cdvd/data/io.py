@@ -23,7 +23,7 @@ _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 
-__all__ = ["IMAGE_EXTENSIONS", "DataError", "has_frames", "image_size", "list_frames", "natural_key", "read_rgb",
+__all__ = ["IMAGE_EXTENSIONS", "has_frames", "image_size", "list_frames", "natural_key", "read_rgb",
            "write_rgb"]  # fmt: skip
 
 

@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdvd.data.io import DataError, has_frames, image_size, list_frames, natural_key
+from cdvd.data.io import has_frames, image_size, list_frames, natural_key
+from cdvd.errors import DataError
 
 logger = logging.getLogger(__name__)
 

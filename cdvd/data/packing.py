@@ -12,9 +12,9 @@ from typing import Any
 
 from cdvd.atomic import atomic_folder, replaceable_folder
 from cdvd.data.frame_store import ENCODINGS, META_KEY, StoreMeta, StoreVideo, import_lmdb
-from cdvd.data.io import DataError, read_rgb
+from cdvd.data.io import read_rgb
 from cdvd.data.layouts import LAYOUTS, detect_layout, discover_videos, find_splits
-from cdvd.errors import ConfigError
+from cdvd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

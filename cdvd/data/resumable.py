@@ -22,7 +22,7 @@ class ResumableDataLoader(DataLoader):
     uninterrupted run trained on (the drawn batches are read again, so resuming costs their loading time).
 
     ``progress`` must return the number of batches of the current epoch that training has taken (Lightning fetches
-    one batch ahead, so the loader's own count would be one too many); :class:`cdvd.callbacks.RNGStateCallback`
+    one batch ahead, so the loader's own count would be one too many); :class:`cdvd.training.callbacks.RNGStateCallback`
     sets it from the trainer. Without it the checkpoint stores nothing and a resume behaves as Lightning's default
     (the epoch's data starts over).
     """

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from cdvd.atomic import NotOwnedError, atomic_folder, owned_folder, probe_writable
-from cdvd.config_checks import check_count, check_positive_number
 from cdvd.data.camera_blur import (
     builtin_images,
     camera_path,
@@ -50,10 +49,10 @@ from cdvd.data.camera_blur import (
     to_display_uint8,
     to_linear,
 )
-from cdvd.data.io import DataError, write_rgb
+from cdvd.data.io import write_rgb
 from cdvd.data.locking import make_once
-from cdvd.errors import ConfigError
-from cdvd.metrics import psnr_uint8
+from cdvd.errors import ConfigError, DataError, check_count, check_positive_number
+from cdvd.evaluation.metrics import psnr_uint8
 
 logger = logging.getLogger(__name__)
 

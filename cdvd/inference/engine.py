@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from cdvd.backends import check_backend
 from cdvd.data.clips import window_indices
-from cdvd.data.io import DataError
-from cdvd.devices import autocast_context, resolve_device
+from cdvd.errors import DataError
+from cdvd.evaluation.protocol import CLIP_LENGTH
 from cdvd.fingerprint import weights_sha256
-from cdvd.hardware import resolve_precision
+from cdvd.hardware import autocast_context, resolve_device, resolve_precision
 from cdvd.inference.tiling import TileSpec, tile_regions, tile_weights
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
-from cdvd.protocol import CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,6 @@ class _VideoRun:
             for out, weight, (rows, cols) in zip(outputs, self.weights, self.regions, strict=True):
                 full[:, rows, cols] += out * weight
         return crop_to(full, self.size).float().cpu()
-
-
-BACKENDS: tuple[str, ...] = ("torch", "openvino")
-
-
-def check_backend(backend: str, *, channels_last: bool, compile: bool) -> None:
-    """A ValueError naming the setting when ``backend`` is unknown or given options only the torch backend has."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend}: expected one of {', '.join(BACKENDS)}")
-    if backend == "openvino" and (channels_last or compile):
-        raise ValueError("channels_last and compile are torch backend settings: unset them with backend=openvino")
 
 
 class VideoDeblurrer:
@@ -261,7 +250,7 @@ class VideoDeblurrer:
 
         Yields:
             ``(t, output)`` in increasing ``t``; ``output`` is a float32 CPU tensor (3, H, W), nominally in
-            [0, 1] (not clipped; :func:`cdvd.metrics.to_uint8` rounds it), of the input's size.
+            [0, 1] (not clipped; :func:`cdvd.evaluation.metrics.to_uint8` rounds it), of the input's size.
 
         Raises:
             DataError: frames of different sizes, or frames too large for the device's memory (the message gives

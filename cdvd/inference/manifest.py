@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cdvd.atomic import atomic_destination
-from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource
+from cdvd.errors import DataError
 from cdvd.fingerprint import file_sha256
 from cdvd.video import file_fingerprint
 

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cdvd.atomic import probe_writable
-from cdvd.data.io import DataError
 from cdvd.data.sources import VideoSource, check_apart
-from cdvd.errors import ConfigError
+from cdvd.errors import ConfigError, DataError
+from cdvd.evaluation.metrics import to_uint8
 from cdvd.inference.engine import VideoDeblurrer
 from cdvd.inference.manifest import differences, source_fingerprint
 from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink, VideoOutputOptions
-from cdvd.metrics import to_uint8
 from cdvd.video import OUTPUT_FORMATS, FrameTap, compare_path, is_video_path, output_format, writable_destination
 
 logger = logging.getLogger(__name__)
@@ -280,10 +278,34 @@ def _summary(report: VideoReport) -> None:
         logger.info("%s", line)
 
 
-def run_plans(deblurrer: VideoDeblurrer, plans: Sequence[VideoPlan], *, progress: bool = True) -> list[VideoReport]:
+def _advance(
+    bar: Any, task: Any, name: str, total: int | None, on_frame: Callable[[str, int, int | None], None] | None
+) -> Callable[[], None]:
+    """What each written frame moves: the terminal's bar and/or the caller's ``on_frame``."""
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if bar is not None:
+            bar.advance(task)
+        if on_frame is not None:
+            on_frame(name, done, total)
+
+    return advance
+
+
+def run_plans(
+    deblurrer: VideoDeblurrer,
+    plans: Sequence[VideoPlan],
+    *,
+    progress: bool = True,
+    on_frame: Callable[[str, int, int | None], None] | None = None,
+) -> list[VideoReport]:
     """Deblur every planned video into its sink; one :class:`VideoReport` per video.
 
     The progress bar has one line per video (frames to compute, rate, ETA); each video ends with one summary line.
+    ``on_frame(video, done, total)`` is called after each frame written (frames to compute this run).
     """
     bar = _progress(progress)
     reports: list[VideoReport] = []
@@ -299,7 +321,7 @@ def run_plans(deblurrer: VideoDeblurrer, plans: Sequence[VideoPlan], *, progress
             if plan.done:
                 logger.info("%s: %d of %s frames already written, resuming", name, len(plan.done), plan.count or "?")
             task = bar.add_task(name, total=plan.remaining) if bar is not None else None
-            advance = functools.partial(bar.advance, task) if bar is not None else (lambda: None)
+            advance = _advance(bar, task, name, plan.remaining, on_frame)
             _deblur_one(deblurrer, plan, report, advance)
             if bar is not None:  # a damaged input ends early: the bar ends whole
                 bar.update(task, total=report.written, completed=report.written)

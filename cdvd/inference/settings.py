@@ -17,13 +17,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cdvd.checkpoints import load_model
 from cdvd.data.sources import check_apart, check_not_special
-from cdvd.devices import PRECISIONS
-from cdvd.errors import ConfigError
-from cdvd.inference.engine import VideoDeblurrer, check_backend
+from cdvd.errors import ConfigError, UserError
+from cdvd.evaluation.protocol import check_frame_set
+from cdvd.inference.engine import VideoDeblurrer
 from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
-from cdvd.models.correlation import CORRELATION_BACKENDS, cupy_available
-from cdvd.protocol import check_frame_set
+from cdvd.models.correlation import cupy_available
 from cdvd.runtime import resolve_cache_dir
 from cdvd.video.formats import OUTPUT_FORMATS, check_encoder
 
@@ -67,18 +66,8 @@ class DeblurSettings:
     segment_frames: int
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision={self.precision}: expected one of {', '.join(PRECISIONS)}")
-        try:
-            check_backend(self.backend, channels_last=self.channels_last, compile=self.compile)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        if self.corr_backend not in CORRELATION_BACKENDS:
-            raise ConfigError(f"corr_backend={self.corr_backend}: expected one of {', '.join(CORRELATION_BACKENDS)}")
         if self.fps is not None and self.fps <= 0:
             raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
-        if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:
-            raise ConfigError(f"shard={self.shard} num_shards={self.num_shards}: need 0 <= shard < num_shards")
         self._check_video()
         self.tile_spec()  # checks the tile now, before any work
 
@@ -220,25 +209,24 @@ def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
     checkpoint = settings.checkpoint
     if not checkpoint:
         raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
-    if not Path(checkpoint).is_file():
-        raise ConfigError(f"checkpoint not found: {checkpoint} (pass checkpoint=PATH of an existing file)")
-    tile = settings.tile_spec()
     if settings.corr_backend == "cupy" and not cupy_available():
         raise ConfigError(
             "corr_backend=cupy needs a CUDA GPU and cupy (pip install 'cdvd[cuda]'); use corr_backend=auto"
         )
-    model = load_model(checkpoint, "cpu", corr_backend=settings.corr_backend)
-    try:
+    try:  # each value is checked by the class that owns it (the model, the engine); here it becomes a ConfigError
+        model = load_model(checkpoint, "cpu", corr_backend=settings.corr_backend)  # a missing file: CheckpointError
         return VideoDeblurrer(
             model,
             device=settings.device,
             precision=settings.precision,
             streaming=settings.streaming,
-            tile=tile,
+            tile=settings.tile_spec(),
             backend=settings.backend,
             channels_last=settings.channels_last,
             compile=settings.compile,
             cache_dir=resolve_cache_dir(settings.cache_dir),
         )
+    except UserError:
+        raise
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdvd.models.correlation import CORRELATION_BACKENDS, CorrelationBackend
+from cdvd.models.correlation import CorrelationBackend, check_corr_backend
 from cdvd.models.pwc import FlowEstimator
 from cdvd.models.reconstruction import ReconstructionNet
 from cdvd.models.warp import warp_with_mask
@@ -97,10 +97,7 @@ class CDVDTSP(nn.Module):
         for name, value, least in (("n_feat", n_feat, 1), ("n_resblock", n_resblock, 0)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, instead got {value!r}")
-        if corr_backend not in CORRELATION_BACKENDS:
-            raise ValueError(
-                f"corr_backend must be one of {', '.join(CORRELATION_BACKENDS)}, instead got {corr_backend!r}"
-            )
+        check_corr_backend(corr_backend)
         self.n_feat = n_feat
         self.n_resblock = n_resblock
         self.residual = residual

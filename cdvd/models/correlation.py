@@ -28,6 +28,13 @@ CorrelationBackend = Literal["auto", "torch", "cupy"]
 CORRELATION_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
 
 
+def check_corr_backend(value: object, key: str = "corr_backend") -> None:
+    """The one rule for the correlation backend setting: one of :data:`CORRELATION_BACKENDS`, else a ValueError naming
+    ``key`` (``corr_backend`` for ``cdvd-deblur``, ``model.net.corr_backend`` for training)."""
+    if value not in CORRELATION_BACKENDS:
+        raise ValueError(f"{key}={value}: expected one of {', '.join(CORRELATION_BACKENDS)}")
+
+
 def _windows(padded: torch.Tensor, height: int, width: int) -> Iterator[torch.Tensor]:
     """The 81 shifted views of ``padded`` (``second`` zero-padded by 4), in channel order (dy, then dx)."""
     size = 2 * MAX_DISPLACEMENT + 1

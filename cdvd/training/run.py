@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import CheckpointError, load_model, save_original
-from cdvd.config_checks import ConfigError, check_training_config, user_error_of
-from cdvd.data.io import DataError
-from cdvd.resume import clean_checkpoint_folder
-from cdvd.tracking import check_logger_packages, check_logger_stores, log_final_hparams, register_resolvers
+from cdvd.errors import DataError
+from cdvd.training.checks import ConfigError, check_training_config, user_error_of
+from cdvd.training.resume import clean_checkpoint_folder
+from cdvd.training.tracking import check_logger_packages, check_logger_stores, log_final_hparams, register_resolvers
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def check_config(cfg: DictConfig) -> None:
             check_patch_size(target, int(patch))
         except ValueError as err:
             raise ConfigError(f"data.patch_size={patch}: {err}") from err
-    check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/config_checks.py)
+    check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/training/checks.py)
     try:
         check_logger_packages(cfg.get("logger"))
         check_logger_stores(cfg.get("logger"))  # before training: MLflow itself retries an unwritable store for minutes
@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    clean_checkpoint_folder(trainer)  # partial checkpoint files of killed runs (cdvd/resume.py)
+    clean_checkpoint_folder(trainer)  # partial checkpoint files of killed runs (cdvd/training/resume.py)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

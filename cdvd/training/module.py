@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from cdvd.checkpoints import (
@@ -26,10 +25,10 @@ from cdvd.checkpoints import (
     safe_torch_load,
 )
 from cdvd.errors import UserError
-from cdvd.metrics import psnr_protocol, ssim_protocol, to_uint8
+from cdvd.evaluation.metrics import psnr_protocol, ssim_protocol, to_uint8
+from cdvd.evaluation.pictures import labelled_strip
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
-from cdvd.pictures import labelled_strip
 from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
@@ -75,17 +74,17 @@ def onecycle_total_steps(trainer: pl.Trainer) -> int:
     return int(min(steps, max_steps) if max_steps != -1 else steps)
 
 
-def _is_config(value: Any) -> bool:
-    """Whether ``value`` is a ``_target_`` config (a mapping) rather than the object it describes."""
-    return isinstance(value, Mapping) and "_target_" in value
+def base_lr(optimizer: Mapping[str, Any]) -> float:
+    """The learning rate an optimiser config gives: its ``lr``, or the class's own default (``torch.optim.SGD``
+    has one too) read from its signature; no optimiser is built to find it."""
+    if optimizer.get("lr") is not None:
+        return float(optimizer["lr"])
+    from hydra.utils import get_class
 
-
-def _partial_config(factory: Any) -> dict[str, Any] | None:
-    """The ``_partial_`` config of a ``functools.partial`` of a class or function (None for anything else)."""
-    func = getattr(factory, "func", None)
-    if func is None or getattr(factory, "args", ()) or not hasattr(func, "__qualname__"):
-        return None
-    return {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **plain(factory.keywords)}
+    default = inspect.signature(get_class(optimizer["_target_"])).parameters.get("lr")
+    if default is None or not isinstance(default.default, int | float):
+        raise ValueError(f"optimizer {optimizer['_target_']} has no default lr: set optimizer.lr")
+    return float(default.default)
 
 
 def _build_from_checkpoint(cls: type[DeblurModule], hparams: dict[str, Any], source: str) -> DeblurModule:
@@ -107,22 +106,21 @@ def _build_from_checkpoint(cls: type[DeblurModule], hparams: dict[str, Any], sou
 class DeblurModule(pl.LightningModule):
     """Trains and validates :class:`CDVDTSP`.
 
-    Every part can be given built (a module, a partial) or as its Hydra ``_target_`` config (plain mappings, built
-    here with :func:`hydra.utils.instantiate`). The configs are what the checkpoint's hyper-parameters keep (plain
-    data, readable with ``weights_only=True``), so ``DeblurModule.load_from_checkpoint(path)`` rebuilds the module
-    without any argument. A built network is stored as its architecture; a built optimiser partial as its config;
-    a built loss cannot be written down and is stored as ``None`` (pass ``loss=`` to train such a reloaded module).
+    One constructor form: every part is its Hydra ``_target_`` config (plain mappings, as ``cdvd-train`` composes
+    them), built here with :func:`hydra.utils.instantiate`. The configs are what the checkpoint's hyper-parameters
+    keep (plain data, readable with ``weights_only=True``), so ``DeblurModule.load_from_checkpoint(path)`` rebuilds
+    the module without any argument.
 
     Args:
-        net: the network, or its config (``{"_target_": "cdvd.models.CDVDTSP", "n_feat": ..., ...}``).
-        loss: a module mapping ``(CascadeOutput, sharp clip (B, 5, 3, H, W))`` to a dict with ``loss`` and its
-            components (see :mod:`cdvd.losses`), or its config; ``None``: evaluation only.
-        optimizer: a partial optimiser (Hydra ``_partial_: true``) called with the parameter groups, or its config;
-            ``None``: evaluation only.
-        scheduler: ``{"scheduler": partial or its config, "interval": "epoch"|"step"}`` or None. A ``OneCycleLR``
-            gets its ``total_steps`` from the trainer, per-group ``max_lr`` in the groups' lr ratio and, unless
-            given, ``div_factor = max_lr / lr`` so that it starts at the optimiser's lr (the 2021 fork's "lr to
-            max_lr").
+        net: the network's config (``{"_target_": "cdvd.models.CDVDTSP", "n_feat": ..., ...}``).
+        loss: the loss's config (see :mod:`cdvd.losses`): a module mapping ``(CascadeOutput, sharp clip
+            (B, 5, 3, H, W))`` to a dict with ``loss`` and its components; ``None``: evaluation only.
+        optimizer: the optimiser's config (``_partial_: true``), called with the parameter groups; its ``lr`` is the
+            base learning rate (the class's default where not set); ``None``: evaluation only.
+        scheduler: ``{"scheduler": its config (``_partial_: true``), "interval": "epoch"|"step"}`` or None. A
+            ``OneCycleLR`` gets its ``total_steps`` from the data module's epoch length, per-group ``max_lr`` in the
+            groups' lr ratio and, unless given, ``div_factor = max_lr / lr`` so that it starts at the optimiser's lr
+            (the 2021 fork's "lr to max_lr").
         flow_lr_scale: learning rate of the flow net relative to the rest.
         pretrained: initialise from an original CDVD-TSP ``.pt`` or a checkpoint of ours.
         flow_pretrained: initialise the flow net from PWC-Net's ``network-default.pytorch``.
@@ -137,9 +135,9 @@ class DeblurModule(pl.LightningModule):
 
     def __init__(
         self,
-        net: CDVDTSP | Mapping[str, Any],
-        loss: nn.Module | Mapping[str, Any] | None = None,
-        optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
+        net: Mapping[str, Any],
+        loss: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         *,
         flow_lr_scale: float = 1.0,
@@ -149,22 +147,21 @@ class DeblurModule(pl.LightningModule):
         log_images: bool = True,
     ) -> None:
         super().__init__()
-        if scheduler is not None and _is_config(scheduler.get("scheduler")):
-            scheduler = {**scheduler, "scheduler": instantiate(plain(scheduler["scheduler"]))}
-        self.net = instantiate(plain(net)) if _is_config(net) else net
-        self.loss = instantiate(plain(loss)) if _is_config(loss) else loss
-        self.optimizer_factory = instantiate(plain(optimizer)) if _is_config(optimizer) else optimizer
-        self.scheduler_cfg = scheduler
-        # the hyper-parameters: plain data from which load_from_checkpoint rebuilds this module
-        net = plain(net) if _is_config(net) else {"_target_": "cdvd.models.CDVDTSP", **architecture(self.net)}
-        loss = plain(loss) if _is_config(loss) else None
-        optimizer = plain(optimizer) if _is_config(optimizer) else _partial_config(optimizer)
-        if scheduler is not None:
-            factory = scheduler.get("scheduler")
-            scheduler = {**plain(dict(scheduler)), "scheduler": _partial_config(factory) if factory else None}
+        for name, part in (("net", net), ("loss", loss), ("optimizer", optimizer)):
+            if part is not None and not (isinstance(part, Mapping) and "_target_" in part):
+                raise TypeError(f"DeblurModule takes {name} as its _target_ config (a mapping), not {type(part)}")
+        net, loss, optimizer = plain(net), plain(loss), plain(optimizer)
+        scheduler = plain(dict(scheduler)) if scheduler is not None else None
         pretrained = str(pretrained) if pretrained else None
         flow_pretrained = str(flow_pretrained) if flow_pretrained else None
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # the configs: plain data load_from_checkpoint rebuilds this from
+        self.net: CDVDTSP = instantiate(net)
+        self.loss = instantiate(loss) if loss is not None else None
+        self.optimizer_factory = instantiate(optimizer) if optimizer is not None else None
+        self.lr = base_lr(optimizer) if optimizer is not None else None
+        factory = (scheduler or {}).get("scheduler")
+        self.scheduler_factory = instantiate(factory) if factory is not None else None
+        self.scheduler_interval = (scheduler or {}).get("interval", "epoch")
         if flow_pretrained:
             load_flow_weights(self.net, flow_pretrained)
         if pretrained:
@@ -191,7 +188,7 @@ class DeblurModule(pl.LightningModule):
         (``pretrained``, ``flow_pretrained``) are in the checkpoint already and are not read again.
 
         The stored configs build only cdvd's own classes (:mod:`cdvd.targets`): a ``_target_`` of anything else is
-        refused before anything is built; pass a part of your own (``loss=MyLoss()``) instead.
+        refused before anything is built; pass a config of your own (``loss={"_target_": "my.Loss"}``) instead.
 
         Raises:
             CheckpointError: the file is missing, holds more than plain data, is not a checkpoint of this module, or
@@ -310,14 +307,13 @@ class DeblurModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("this module has no optimizer: pass optimizer= (e.g. to load_from_checkpoint) to train it")
-        probe = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
-        lr = probe.param_groups[0]["lr"]
+        lr = self.lr
         groups = build_param_groups(self.net, lr, self.hparams.flow_lr_scale)
         optimizer = self.optimizer_factory(params=groups)
-        if not self.scheduler_cfg or self.scheduler_cfg.get("scheduler") is None:
+        factory = self.scheduler_factory
+        if factory is None:
             return optimizer
-        factory = self.scheduler_cfg["scheduler"]
-        interval = self.scheduler_cfg.get("interval", "epoch")
+        interval = self.scheduler_interval
         kwargs: dict[str, Any] = {}
         target = getattr(factory, "func", factory)
         if target is torch.optim.lr_scheduler.OneCycleLR:

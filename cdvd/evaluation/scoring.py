@@ -1,4 +1,5 @@
-"""Scoring deblurred frames against ground truth with the protocol of :mod:`cdvd.protocol` (``cdvd-eval``'s core).
+"""Scoring deblurred frames against ground truth with the protocol of :mod:`cdvd.evaluation.protocol`
+(``cdvd-eval``'s core).
 
 Result frames are matched to GT frames by name (the stem: ``00012.png`` scores against ``00012.jpg``); which GT
 frames are scored, and the border left out, are the protocol's.
@@ -10,10 +11,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cdvd.data.io import DataError, read_rgb
-from cdvd.errors import ConfigError
-from cdvd.metrics import psnr_uint8, ssim_uint8
-from cdvd.protocol import CLIP_LENGTH, MetricAccumulator, crop_border, scored_frames
+from cdvd.data.io import read_rgb
+from cdvd.errors import ConfigError, DataError
+from cdvd.evaluation.metrics import psnr_uint8, ssim_uint8
+from cdvd.evaluation.protocol import CLIP_LENGTH, MetricAccumulator, crop_border, scored_frames
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def check_something_scored(gt: Mapping[str, Sequence[Path]], frames: str = "pape
 
     Args:
         gt: ``{video: GT frames}``, the videos to score.
-        frames: the frame set of :func:`cdvd.protocol.scored_frames`.
+        frames: the frame set of :func:`cdvd.evaluation.protocol.scored_frames`.
 
     Raises:
         DataError: no GT video, or none with a frame in the frame set (every video shorter than a window).
@@ -56,8 +57,8 @@ def evaluate_pairs(
 
     Args:
         pairs: ``{video: (result frames, GT frames)}``.
-        frames: the frame set of :func:`cdvd.protocol.scored_frames` (``paper`` or ``all``).
-        border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        frames: the frame set of :func:`cdvd.evaluation.protocol.scored_frames` (``paper`` or ``all``).
+        border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
         progress: show a rich progress bar.
 
     Raises:

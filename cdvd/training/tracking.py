@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdvd.atomic import unwritable_reason
 from cdvd.errors import ConfigError
-from cdvd.resume import register_resolvers as register_resume_resolvers
+from cdvd.training.resume import register_resolvers as register_resume_resolvers
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run_name(num: Any, overrides: str) -> str:
 
 def register_resolvers() -> None:
     """Register ``${cdvd_run_name:num,overrides}`` with OmegaConf (idempotent; every console script and
-    :func:`cdvd.training.train` call it)."""
+    :func:`cdvd.training.run.train` call it)."""
     if not OmegaConf.has_resolver("cdvd_run_name"):
         OmegaConf.register_new_resolver("cdvd_run_name", run_name)
     register_resume_resolvers()  # ${cdvd_run_dir:...}: a resumed run writes into its own folder

@@ -1,7 +1,7 @@
 """The evaluation protocol of the published CDVD-TSP tables, in one place.
 
-Validation (:mod:`cdvd.lit_module`, :class:`cdvd.data.datasets.WindowDataset`) and ``cdvd-eval``
-(:mod:`cdvd.evaluation`) both read their rules from here:
+Validation (:mod:`cdvd.training.module`, :class:`cdvd.data.datasets.WindowDataset`) and ``cdvd-eval``
+(:mod:`cdvd.evaluation.scoring`) both read their rules from here:
 
 - :data:`CLIP_LENGTH` frames per window (the network's input), centred on the frame it restores;
 - :func:`scored_frames`: which frames of a video are scored: ``paper`` leaves out the first and last

@@ -1,8 +1,19 @@
 """The learning-rate range test (torch-lr-finder) on a composed training config (``cdvd-find-lr``'s core).
 
 The test ramps every parameter group's learning rate by the same factor, so the flow net keeps its ratio to the
-reconstruction net (torch-lr-finder's own schedule sends every group to the same end value), and suggests ``lr``
-and OneCycle's ``max_lr`` from the loss curve.
+reconstruction net (torch-lr-finder's own schedule sends every group to the same end value), and stops once the
+smoothed loss passes ``diverge_th`` times its minimum. From the smoothed loss curve it suggests:
+
+- ``max_lr`` (OneCycle's peak, ``scheduler.scheduler.max_lr``): the lr at the minimum of the loss divided by 10
+  (fastai's "minimum / 10"): a decade short of where the loss stops falling, so well before the divergence;
+- ``lr`` (``optimizer.lr``, where the cycle starts with ``div_factor: null``): the lr of the steepest fall of the
+  loss against log lr on the way down to the minimum (torch-lr-finder's suggestion), but at most ``max_lr / 4``:
+  Smith's cyclical-rate rule puts the lower bound 3 to 4 times below the upper one, so the cycle always climbs
+  (the 2021 fork's own test gave 6e-6 and 2.5e-5).
+
+So lr < max_lr < the lr of the minimum < the lr at which the loss diverged. The plot (``lr_finder.png``) shows the
+loss on a log lr axis with both suggestions marked; its y axis runs from the minimum to the highest loss before it,
+so the divergence's spike (hundreds of times the minimum) runs off the top instead of flattening the curve.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -21,13 +32,20 @@ from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cdvd.atomic import atomic_destination
-from cdvd.config_checks import check_count, check_positive_number
-from cdvd.devices import resolve_device
-from cdvd.errors import ConfigError
-from cdvd.lit_module import build_param_groups
-from cdvd.training import build_module, check_config
+from cdvd.errors import ConfigError, check_count, check_positive_number
+from cdvd.hardware import resolve_device
+from cdvd.training.module import build_param_groups
+from cdvd.training.run import build_module, check_config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
+
+#: ``max_lr`` is the lr at the loss minimum divided by this (fastai's "minimum / 10")
+MIN_TO_MAX_LR = 10.0
+#: ``lr`` is at most ``max_lr`` divided by this (Smith: the lower bound 3 to 4 times below the upper)
+MAX_TO_LR = 4.0
 
 
 class ClipBatches(TrainDataLoaderIter):
@@ -98,8 +116,14 @@ class LossOnly(nn.Module):
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:
-    """``(lr, max_lr)`` from a range test: lr at the steepest fall of the (smoothed) loss against log lr, and max_lr
-    one tenth of the lr at its minimum (never below lr). Non-finite losses are left out."""
+    """``(lr, max_lr)`` from a range test's (smoothed) loss curve; see the module's docstring for the rule.
+
+    Non-finite losses are left out. Logs a warning when the loss was lowest within a decade of the first lr tried
+    (the suggestions then fall below the range tested).
+
+    Raises:
+        ValueError: fewer than 3 points, or fewer than 2 finite losses (naming the setting to change).
+    """
     if len(lrs) < 3:
         raise ValueError("the range test recorded fewer than 3 points; raise lr_finder.num_iter")
     finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]
@@ -107,31 +131,72 @@ def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float
         raise ValueError("the range test recorded fewer than 2 finite losses; lower lr_finder.start_lr")
     lrs_f = [p[0] for p in finite]
     losses_f = [p[1] for p in finite]
-    slopes = [
-        (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i])) for i in range(len(lrs_f) - 1)
-    ]
-    steepest = min(range(len(slopes)), key=slopes.__getitem__)
-    lr = lrs_f[steepest]
-    at_min = lrs_f[min(range(len(losses_f)), key=losses_f.__getitem__)]
-    return lr, max(lr, at_min / 10.0)
+    lowest = min(range(len(losses_f)), key=losses_f.__getitem__)
+    max_lr = lrs_f[lowest] / MIN_TO_MAX_LR
+    # the steepest fall of loss against log lr, on the way down to the minimum (a fall after it is the divergence's)
+    descent = range(max(lowest, 1))
+    slopes = {i: (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i])) for i in descent}
+    steepest = lrs_f[min(slopes, key=slopes.__getitem__)]
+    lr = min(steepest, max_lr / MAX_TO_LR)
+    if max_lr < lrs_f[0]:
+        logger.warning(
+            "the loss was lowest at lr %.3g, within a decade of the first lr tried (%.3g): the suggestions lie below "
+            "the range tested; lower lr_finder.start_lr to see where the loss starts to fall",
+            lrs_f[lowest],
+            lrs_f[0],
+        )
+    return lr, max_lr
 
 
-def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> None:
-    """Loss against lr (log scale) with the two suggestions, as a PNG written atomically (no GUI backend)."""
+def loss_axis_limits(losses: Sequence[float]) -> tuple[float, float]:
+    """The y range of the plot: from the lowest loss to the highest one recorded before it, with a margin.
+
+    The diverged tail (losses that climb above where the curve started) is left above the top, so the fall that
+    the suggestions are read from fills the plot instead of a flat line under the divergence's spike.
+    """
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if not finite:
+        return 0.0, 1.0
+    lowest = min(range(len(finite)), key=finite.__getitem__)
+    bottom, top = finite[lowest], max(finite[: lowest + 1])
+    margin = 0.05 * (top - bottom) or 0.05 * abs(bottom) or 0.05
+    return bottom - margin, top + margin
+
+
+def diverged_from(lrs: Sequence[float], losses: Sequence[float], top: float) -> float | None:
+    """The first lr after the loss minimum whose loss is above ``top`` or not finite (None: the curve stays below)."""
+    finite = [loss if math.isfinite(loss) else math.inf for loss in losses]
+    lowest = min(range(len(finite)), key=finite.__getitem__)
+    return next((lr for lr, loss in zip(lrs[lowest:], finite[lowest:], strict=True) if loss > top), None)
+
+
+def plot_range_test(lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> Figure:
+    """Loss against lr (log scale) with the two suggestions marked; the diverged tail runs off the top."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(lrs, losses)
+    ax.plot(lrs, losses, marker=".", markersize=3)
     ax.set_xscale("log")
+    bottom, top = loss_axis_limits(losses)
+    ax.set_ylim(bottom, top)
     ax.set_xlabel("learning rate (recons net; the flow net keeps its ratio)")
     ax.set_ylabel("training loss (smoothed)")
-    ax.axvline(lr, color="tab:green", linestyle="--", label=f"lr {lr:.2e}")
-    ax.axvline(max_lr, color="tab:red", linestyle="--", label=f"max_lr {max_lr:.2e}")
+    ax.axvline(lr, color="tab:green", linestyle="--", label=f"lr {lr:.2e} (optimizer.lr)")
+    ax.axvline(max_lr, color="tab:red", linestyle="--", label=f"max_lr {max_lr:.2e} (OneCycle)")
+    diverged = diverged_from(lrs, losses, top)
+    if diverged is not None:
+        ax.axvspan(diverged, max(lrs), color="tab:gray", alpha=0.15, label=f"off the chart from {diverged:.2e}")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> None:
+    """:func:`plot_range_test` as a PNG written atomically (no GUI backend)."""
+    fig = plot_range_test(lrs, losses, lr, max_lr)
     with atomic_destination(path) as tmp:
         fig.savefig(tmp, dpi=100)
 

@@ -6,7 +6,6 @@ Each check is a small function of plain values (so that it can be tested alone a
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -18,46 +17,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from cdvd.checkpoints import CheckpointError
-from cdvd.errors import ConfigError
+from cdvd.errors import ConfigError, check_count, check_positive_number
 from cdvd.models.cdvd_tsp import CLIP_LENGTH
-from cdvd.models.correlation import CORRELATION_BACKENDS
-
-
-def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """``value`` as a finite float, positive (or zero where ``allow_zero``), else a :class:`ConfigError`.
-
-    Args:
-        name: the setting's dotted name, for the message (``optimizer.lr``).
-        value: what the config holds (a number, or a string the user typed, such as ``abc``).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{name}={value}: not a number")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value}: not a number (e.g. {name}=1e-4)") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name}={value}: must be a finite number")
-    if number < 0 or (number == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name}={value}: must be {bound}")
-    return number
-
-
-def check_count(name: str, value: Any, least: int) -> int:
-    """``value`` as a whole number >= ``least``, else a :class:`ConfigError` naming ``name``.
-
-    Args:
-        name: the setting's dotted name, for the message (``trainer.max_epochs``).
-        value: what the config holds (Hydra reads ``3`` as an int, ``3.0`` as a float and ``abc`` as a string).
-        least: the smallest value that works.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={value}: not a whole number (e.g. {name}={max(least, 1)})")
-    if value < least:
-        raise ConfigError(f"{name}={value}: must be >= {least}")
-    return value
-
+from cdvd.models.correlation import check_corr_backend
 
 #: Whole-number settings of Lightning's Trainer that users override, with the least value each takes (-1: no
 #: limit). A wrong type fails deep inside Lightning (``assert isinstance(self.max_epochs, int)``) otherwise.
@@ -120,7 +82,7 @@ def check_resume_checkpoint(path: str | os.PathLike) -> Path:
     """``ckpt_path``: a whole checkpoint file in PyTorch's zip format (a truncated copy fails here, in one line).
 
     What it holds is checked when it is read (with ``weights_only=True``, by
-    :class:`cdvd.callbacks.AtomicCheckpointIO`).
+    :class:`cdvd.training.callbacks.AtomicCheckpointIO`).
 
     Raises:
         ConfigError: no such file.
@@ -166,9 +128,10 @@ def check_network(net: Mapping[str, Any], clip_length: Any = CLIP_LENGTH) -> Non
     """``model.net``'s sizes and correlation backend, and the data's ``clip_length`` the network takes."""
     check_count("model.net.n_feat", net.get("n_feat", 32), 1)
     check_count("model.net.n_resblock", net.get("n_resblock", 3), 0)
-    backend = net.get("corr_backend", "auto")
-    if backend not in CORRELATION_BACKENDS:
-        raise ConfigError(f"model.net.corr_backend={backend}: expected one of {', '.join(CORRELATION_BACKENDS)}")
+    try:
+        check_corr_backend(net.get("corr_backend", "auto"), "model.net.corr_backend")  # the model's own rule
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if clip_length != CLIP_LENGTH:
         raise ConfigError(f"data.clip_length={clip_length}: CDVD-TSP restores the centre of {CLIP_LENGTH}-frame clips")
 

@@ -18,7 +18,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from cdvd.checkpoints import CheckpointError, atomic_torch_save, safe_torch_load
 from cdvd.data.io import write_rgb
 from cdvd.data.resumable import ResumableDataLoader
-from cdvd.metrics import to_uint8
+from cdvd.evaluation.metrics import to_uint8
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -4,7 +4,7 @@ The protocol: outputs are rounded to uint8 (clip to [0, 1], x255, round), both i
 at every border, PSNR is taken on the RGB values and SSIM is Wang et al.'s with an 11x11 Gaussian window
 (sigma 1.5), constants (0.01 * 255)^2 and (0.03 * 255)^2, 'valid' filtering (no padding), averaged over the
 three channels. Scores are per frame; how they add up to a video's and a dataset's score, and which frames and
-borders count, is :mod:`cdvd.protocol`.
+borders count, is :mod:`cdvd.evaluation.protocol`.
 
 The torch functions work on any device and are batched per frame, so a LightningModule's validation step can
 call them directly; :func:`psnr_uint8` and :func:`ssim_uint8` take the uint8 HWC images that the CLI reads.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cdvd import protocol
+from cdvd.evaluation import protocol
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -76,7 +76,7 @@ def psnr_protocol(
     Args:
         pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
         target: (B, 3, H, W) float RGB in [0, 1].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
         keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
 
     Returns:
@@ -117,7 +117,7 @@ def ssim_protocol(
     Args:
         pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
         target: (B, 3, H, W) float RGB in [0, 1].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
         keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
 
     Returns:
@@ -151,7 +151,7 @@ def psnr_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = N
 
     Args:
         pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
     """
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(psnr_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
@@ -162,7 +162,7 @@ def ssim_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = N
 
     Args:
         pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.protocol.CROP_BORDER`.
+        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
     """
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(ssim_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])

@@ -1,0 +1,154 @@
+"""The page of ``cdvd-app`` (Gradio Blocks): upload, the settings that matter, Run with a progress bar and ETA, a
+before/after slider on any frame, the side-by-side video and the download of the result.
+
+Gradio is imported here only, when :func:`serve` runs (``pip install 'cdvd[app]'``); what each button does is a
+function of :mod:`cdvd.app.jobs`. Runs are queued one at a time (the CPU or GPU does one clip at a time; a second
+user's run waits its turn). A refused upload or setting is one line on the page (the :class:`cdvd.errors.UserError`'s
+message), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from types import ModuleType
+from typing import Any
+
+from cdvd.app.jobs import AppSettings, JobResult, deblur_upload, frame_pair, progress_line
+from cdvd.errors import ConfigError, UserError, user_message
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ["auto", "cpu", "cuda"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+BACKENDS = ["torch", "openvino"]
+INSTALL_HINT = "pip install 'cdvd[app]'"
+
+
+def import_gradio(settings: AppSettings) -> ModuleType:
+    """Gradio, set to keep its uploads inside the working folder and to call no one (no analytics, no version check).
+
+    Gradio reads ``GRADIO_TEMP_DIR`` when it is imported: set first.
+
+    Raises:
+        ConfigError: Gradio is not installed (the message says how to install it).
+    """
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.workdir / "uploads")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    try:
+        import gradio
+    except ImportError as err:
+        raise ConfigError(f"cdvd-app needs Gradio, which is not installed: {INSTALL_HINT}") from err
+    return gradio
+
+
+def _choices(device: str, precision: str, backend: str, tile_size: float | None, overlap: int) -> dict[str, Any]:
+    """The page's choices as ``cdvd-deblur`` settings (tile size 0 or empty: whole frames)."""
+    size = int(tile_size) if tile_size else None
+    return {"device": device, "precision": precision, "backend": backend, "tile": {"size": size, "overlap": overlap}}
+
+
+def _summary(result: JobResult) -> str:
+    engine = result.engine
+    line = (
+        f"**{result.frames} frames** deblurred in {result.seconds:.1f} s on {engine.get('device')} "
+        f"({engine.get('precision')}, {engine.get('backend')})."
+    )
+    return line + "".join(f"\n\n⚠ {warning}" for warning in result.warnings)
+
+
+def build_page(gr: ModuleType, settings: AppSettings) -> Any:
+    """The Blocks of the page (not launched)."""
+    first = settings.deblur
+    tile = first.get("tile") or {}
+    overlap = int(tile.get("overlap") or 64)
+
+    tracker = gr.Progress()  # Gradio gives each run its own bar where a handler's argument defaults to one
+
+    def run(files: list[str] | None, device: str, precision: str, backend: str, tile_size: float | None,
+            progress: Any = tracker) -> tuple[Any, ...]:  # fmt: skip
+        started = time.perf_counter()
+
+        def on_frame(video: str, done: int, total: int | None) -> None:
+            line = progress_line(video, done, total, time.perf_counter() - started)
+            progress((done, total), desc=line, unit="frames")
+
+        try:
+            progress(0, desc="checking the upload and loading the checkpoint")
+            result = deblur_upload(files or [], settings, _choices(device, precision, backend, tile_size, overlap),
+                                   on_frame)  # fmt: skip
+            middle = result.frames // 2
+            pair = frame_pair(result, middle)
+        except UserError as err:
+            raise gr.Error(user_message(err), duration=None, print_exception=False) from None
+        last = result.frames - 1
+        frame = gr.Slider(minimum=0, maximum=last, value=middle, step=1, interactive=last > 0)
+        return result, _summary(result), pair, frame, str(result.compare), str(result.result)
+
+    def show_frame(result: JobResult | None, index: float) -> Any:
+        if result is None:
+            return gr.skip()
+        try:
+            return frame_pair(result, int(index))
+        except UserError as err:
+            raise gr.Error(user_message(err), print_exception=False) from None
+
+    with gr.Blocks(title="cdvd: deblur a clip") as page:
+        gr.Markdown(
+            "## Deblur a clip with CDVD-TSP\n"
+            f"Checkpoint `{settings.checkpoint.name}`. Upload a video, or its frames as images, choose where it runs "
+            "and press **Run**: the page shows the progress, then the clip before and after, and the result to "
+            "download. Runs take turns, one at a time."
+        )
+        job = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Video, or its frames (images)", file_count="multiple", elem_id="upload")
+                with gr.Row():
+                    device = gr.Dropdown(DEVICES, value=first.get("device"), label="Device", allow_custom_value=True)
+                    precision = gr.Dropdown(PRECISIONS, value=first.get("precision"), label="Precision")
+                with gr.Row():
+                    backend = gr.Dropdown(BACKENDS, value=first.get("backend"), label="Backend")
+                    tile_size = gr.Number(value=tile.get("size") or 0, label="Tile size (0: whole frames)",
+                                          precision=0, minimum=0, step=4)  # fmt: skip
+                start = gr.Button("Run", variant="primary", elem_id="run")
+                status = gr.Markdown(elem_id="status")
+            with gr.Column(scale=2):
+                before_after = gr.ImageSlider(label="Before | after", format="png", elem_id="before-after")
+                frame = gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Frame", interactive=False,
+                                  elem_id="frame")  # fmt: skip
+                compare = gr.Video(label="Side by side: blurry | deblurred", elem_id="compare")
+                download = gr.File(label="Deblurred video", elem_id="result")
+        start.click(
+            run,
+            inputs=[upload, device, precision, backend, tile_size],
+            outputs=[job, status, before_after, frame, compare, download],
+        )
+        frame.release(show_frame, inputs=[job, frame], outputs=[before_after])
+    return page
+
+
+def serve(settings: AppSettings, gr: ModuleType | None = None) -> None:
+    """Serve the page on ``settings.host:settings.port`` until Ctrl-C; runs are queued one at a time.
+
+    Raises:
+        ConfigError: Gradio is missing, or the port cannot be had.
+    """
+    gr = gr or import_gradio(settings)
+    page = build_page(gr, settings)
+    page.queue(default_concurrency_limit=1)
+    logger.info("cdvd-app: uploads and results go to %s", settings.workdir)
+    try:
+        page.launch(
+            server_name=settings.host,
+            server_port=settings.port,
+            share=False,
+            max_file_size=settings.max_upload_bytes,
+            allowed_paths=[str(settings.workdir / "jobs")],
+            footer_links=[],
+        )
+    except OSError as err:
+        raise ConfigError(
+            f"cannot serve on {settings.host}:{settings.port} ({str(err).split('.')[0]}): pass another port= or host="
+        ) from err

@@ -1,0 +1,43 @@
+"""``cdvd-app``: a page in the browser to deblur one's own clip and compare before and after (pip install 'cdvd[app]').
+
+cdvd-app checkpoint=CDVD_TSP_DVD_Convergent.pt
+cdvd-app checkpoint=model.ckpt device=cuda port=8080 workdir=app_runs/
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from cdvd.app.jobs import app_settings, make_workdir
+from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
+
+logger = logging.getLogger(__name__)
+
+
+def run_app(cfg: DictConfig) -> None:
+    """Check the settings, Gradio and the checkpoint (one line each, before serving), then serve until Ctrl-C."""
+    from cdvd.app.page import import_gradio, serve
+    from cdvd.checkpoints import load_model
+
+    settings = app_settings(cfg)
+    gradio = import_gradio(settings)
+    load_model(settings.checkpoint, "cpu")  # a broken checkpoint: one line now, not on the first run
+    make_workdir(settings)
+    serve(settings, gradio)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="app")
+def _main(cfg: DictConfig) -> None:
+    run_cli(run_app, cfg, "cdvd-app")
+
+
+def main() -> None:
+    """The console script: Hydra's command line (its errors as one line: run_hydra)."""
+    run_hydra(_main, "cdvd-app")
+
+
+if __name__ == "__main__":
+    main()
