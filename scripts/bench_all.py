@@ -3,10 +3,15 @@
     python scripts/bench_all.py                      # writes benchmarks.md (and prints it)
     python scripts/bench_all.py --quick              # smaller sizes: a few minutes on 2 cores
     python scripts/bench_all.py --output docs/bench.md
+    python scripts/bench_all.py --chart docs/images/benchmarks.png          # the table, and a chart of it
+    python scripts/bench_all.py --from-table benchmarks.md --chart docs/images/benchmarks.png   # chart, no run
 
 Each benchmark runs as its own process (clean peak memory, no shared caches) with ``--json``; this script only
 collects the figures. The machine line (CPU, cores, torch, GPU) heads the table: compare figures only between runs
-on the same machine.
+on the same machine. ``--chart`` draws the table's timings (seconds per deblurred frame, seconds per forward pass or
+training step, clips per second of data loading) as bars, titled with the machine line; ``--from-table`` reads a
+table written earlier (this script's, or one in its format inside another markdown file, such as the README's) and
+runs nothing (``--machine`` names the machine where the file has no ``Machine:`` line).
 """
 
 from __future__ import annotations
@@ -15,16 +20,29 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import torch
 
+from cdvd.atomic import atomic_destination
 from cdvd.hardware import cpu_description, native_bf16
 
 SCRIPTS = Path(__file__).resolve().parent
+TABLE_HEADER = "| benchmark | setting | figure |"
+MACHINE_PREFIX = "Machine: "
+#: the units charted, each with its panel's axis label (in this order)
+CHART_UNITS = {
+    "s/frame": "deblurring: seconds per output frame (lower is better)",
+    "s": "network forward / training step: seconds (lower is better)",
+    "clips/s": "data loading: clips per second (higher is better)",
+}
+_NUMBERS = r"\d+(?:\.\d+)?(?:\s*[/,]\s*\d+(?:\.\d+)?)*"
+_FIGURE = re.compile(rf"({_NUMBERS})\s*(s/frame|clips/s|ms|s)(?![\w/])")
 
 
 def machine() -> str:
@@ -64,11 +82,119 @@ def cpu_backends(size: str) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------------------- chart
+
+
+def parse_table(text: str) -> tuple[str | None, list[tuple[str, str, str]]]:
+    """The machine line (after ``Machine: ``, if any) and the rows ``(benchmark, setting, figure)`` of the first table
+    in this script's format (its header :data:`TABLE_HEADER`) in markdown ``text``; markup (``**``, backticks) removed.
+    """
+    lines = text.splitlines()
+    machine = next((line[len(MACHINE_PREFIX) :].strip() for line in lines if line.startswith(MACHINE_PREFIX)), None)
+    rows: list[tuple[str, str, str]] = []
+    start = next((i for i, line in enumerate(lines) if line.strip() == TABLE_HEADER), None)
+    if start is None:
+        return machine, rows
+    for line in lines[start + 2 :]:  # after the header and its |---| line
+        cells = [cell.strip().replace("**", "").replace("`", "") for cell in line.strip().strip("|").split("|")]
+        if not line.strip().startswith("|") or len(cells) != 3:
+            break
+        rows.append((cells[0], cells[1], cells[2]))
+    return machine, rows
+
+
+def _alternatives(setting: str) -> list[str]:
+    """The settings a row compares: ``640x360, streaming / per-window`` -> ``640x360, streaming`` and
+    ``640x360, per-window``; ``0 / 2 workers`` -> ``0 workers``, ``2 workers``; a setting without ``/``: itself."""
+    parts = setting.split(", ")
+    index = next((i for i, part in enumerate(parts) if " / " in part), None)
+    if index is None:
+        return [setting]
+    options = parts[index].split(" / ")
+    first, *tail = options[-1].split(" ", 1)
+    if tail and all(" " not in option for option in options[:-1]):  # "0 / 2 workers": the words are shared
+        options = [f"{option} {tail[0]}" for option in options[:-1]] + [options[-1]]
+    return [", ".join([*parts[:index], option, *parts[index + 1 :]]) for option in options]
+
+
+def figures(row: tuple[str, str, str]) -> list[tuple[str, float, str]]:
+    """``(label, value, unit)`` of each setting of a row: the first timing unit of its figure (``s/frame``, ``s``,
+    ``clips/s``, ``ms``), its values paired in order with the settings the row compares (:func:`_alternatives`);
+    a row without one (a ratio) gives none."""
+    benchmark, setting, figure = row
+    found = [(match.group(1), match.group(2)) for match in _FIGURE.finditer(figure)]
+    if not found:
+        return []
+    unit = found[0][1]
+    values = [float(value) for numbers, kind in found if kind == unit for value in re.split(r"\s*[/,]\s*", numbers)]
+    name = re.sub(r"\s*\(.*?\)", "", benchmark).strip()  # "deblur (bench_deblur.py)" -> "deblur"
+    return [(f"{name}: {label}", value, unit) for label, value in zip(_alternatives(setting), values, strict=False)]
+
+
+def draw_chart(rows: list[tuple[str, str, str]], machine: str, path: Path) -> Path:
+    """Bars of the rows' timings (:func:`figures`), one panel per unit of :data:`CHART_UNITS`, titled with the
+    machine line; written atomically to ``path`` (PNG).
+
+    Raises:
+        ValueError: no row holds a charted timing.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_unit: dict[str, list[tuple[str, float]]] = {unit: [] for unit in CHART_UNITS}
+    for row in rows:
+        for label, value, unit in figures(row):
+            if unit in by_unit:
+                by_unit[unit].append((label, value))
+    panels = [(unit, bars) for unit, bars in by_unit.items() if bars]
+    if not panels:
+        raise ValueError("no timing to chart in the table (s/frame, s or clips/s)")
+    heights = [len(bars) + 1.5 for _, bars in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.34 * sum(heights) + 1.4), height_ratios=heights)
+    for ax, (unit, bars) in zip([axes] if len(panels) == 1 else list(axes), panels, strict=True):
+        labels = [textwrap.shorten(label, 70) for label, _ in bars]
+        values = [value for _, value in bars]
+        positions = range(len(bars))
+        ax.barh(positions, values, color="#4c72b0")
+        ax.set_yticks(list(positions), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(CHART_UNITS[unit], fontsize=9)
+        ax.set_xlim(0, max(values) * 1.18)
+        for position, value in zip(positions, values, strict=True):
+            ax.text(value, position, f" {value:g}", va="center", fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(machine, 110)), fontsize=9)
+    fig.tight_layout()
+    with atomic_destination(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def chart_table(table: Path, chart: Path, machine: str | None) -> None:
+    """``--from-table``: chart the table in ``table`` without running anything."""
+    found, rows = parse_table(table.read_text(encoding="utf-8"))
+    machine = machine or found
+    if not rows or machine is None:
+        what = f"no table headed {TABLE_HEADER!r}" if not rows else "no 'Machine:' line: pass --machine"
+        raise SystemExit(f"--from-table {table}: {what}")
+    print(f"wrote {draw_chart(rows, machine, chart)} ({len(rows)} rows of {table})")  # noqa: T201
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--output", type=Path, default=Path("benchmarks.md"))
+    parser.add_argument("--chart", type=Path, help="also draw the table's timings into this PNG")
+    parser.add_argument("--from-table", type=Path, help="chart this markdown file's table instead of running")
+    parser.add_argument("--machine", help="with --from-table: the machine line of the title (CPU, flags, ...)")
     args = parser.parse_args()
+    if args.from_table is not None:
+        if args.chart is None:
+            parser.error("--from-table needs --chart PATH")
+        chart_table(args.from_table, args.chart, args.machine)
+        return
 
     model_sizes = ["256x256"] if args.quick else ["256x256", "1280x720"]
     deblur_sizes = ["640x360"] if args.quick else ["640x360", "1280x720"]
@@ -113,6 +239,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.output.write_text(text)
     print(text)  # noqa: T201
+    if args.chart is not None:
+        draw_chart(parse_table(text)[1], machine(), args.chart)
+        print(f"chart: {args.chart}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -52,11 +52,17 @@ def test_a_missing_group_option_lists_the_available_ones_on_one_line() -> None:
 
 
 def test_an_instantiation_error_names_the_config_group_and_the_reason() -> None:
+    from cdvd.errors import ConfigError
+    from cdvd.training.run import build_part
+
     cfg = OmegaConf.create({"trainer": {"_target_": "pytorch_lightning.Trainer", "precision": "bogus"}})
-    with pytest.raises(InstantiationException) as caught:
+    with pytest.raises(ConfigError) as caught:
+        build_part("trainer", cfg.trainer)  # the key is known where the part is built: no message is parsed
+    assert str(caught.value).startswith("bad setting trainer: Precision 'bogus' is invalid")
+    # a config Hydra builds itself (a sweeper): the innermost reason, from the exception chain alone
+    with pytest.raises(InstantiationException) as raw:
         instantiate(cfg.trainer)
-    message = instantiation_message(caught.value)
-    assert message.startswith("bad setting trainer: Precision 'bogus' is invalid")
+    assert instantiation_message(raw.value).startswith("bad setting: Precision 'bogus' is invalid")
 
 
 def test_run_hydra_turns_composition_errors_into_exit_2_and_restores_the_environment(

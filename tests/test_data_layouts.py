@@ -7,7 +7,6 @@ import pytest
 from helpers.data import SIZE, encoded_frame, make_tree, write_video
 
 from cdvd.data import (
-    DataError,
     apply_augment,
     detect_layout,
     discover_videos,
@@ -17,6 +16,7 @@ from cdvd.data import (
     window_indices,
     write_rgb,
 )
+from cdvd.errors import DataError
 
 VIDEOS = {"b": 5, "a": 3, "c10": 4, "c2": 2}
 

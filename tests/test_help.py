@@ -38,6 +38,7 @@ TOOLS = {
     "cdvd-synth": ("output: ???", "the dataset folder to create", set()),
     "cdvd-pack": ("layout: auto", "dvd | gopro | reds | folder | auto", set()),
     "cdvd-demo": ("steps: 320", "training steps (batches of 4)", {"paths"}),
+    "cdvd-app": ("port: 7860", "the port the page is served on", set()),
     "cdvd-train": ("seed: 42", "seed of everything random", TRAIN_GROUPS),
     "cdvd-find-lr": ("seed: 42", "seed of everything random", TRAIN_GROUPS),
 }

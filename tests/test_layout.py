@@ -115,7 +115,7 @@ def test_library_imports_load_no_console_script() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("script", ["deblur", "evaluate", "export", "synth", "pack"])
+@pytest.mark.parametrize("script", ["deblur", "evaluate", "export", "synth", "pack", "app"])
 def test_commands_that_do_not_train_do_not_import_lightning(script: str) -> None:
     """Lightning takes seconds to import, paid by every cdvd-deblur process (a fifth of a short job's time)."""
     code = f"import sys, cdvd.cli.{script}; print('pytorch_lightning' in sys.modules, 'lightning' in sys.modules)"

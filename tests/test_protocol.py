@@ -16,7 +16,6 @@ from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.data.layouts import discover_videos
 from cdvd.evaluation import protocol
 from cdvd.models.padding import crop_to, pad_to_multiple
-from cdvd.training.lr_finder import suggest
 from cdvd.training.module import DeblurModule
 
 
@@ -108,18 +107,3 @@ def test_scored_frames_rule() -> None:
     assert list(protocol.scored_frames(7, "paper", clip_length=3)) == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="frames=some"):
         protocol.scored_frames(7, "some")
-
-
-def test_suggest_picks_the_steepest_fall_and_a_tenth_of_the_minimum() -> None:
-    lrs = [10 ** (-6 + 0.25 * i) for i in range(21)]  # 1e-6 .. 1e-1
-    # flat, a gentle fall, a steep fall between 1e-4 and 10**-3.75, then a minimum at 1e-3 and divergence
-    losses = [1.0, 1.0, 1.0, 0.99, 0.98, 0.96, 0.94, 0.92, 0.6, 0.5, 0.45, 0.42, 0.4, 0.5, 0.9, 2.0]
-    losses += [float("nan"), 3.0, 4.0, float("inf"), 5.0]
-    lr, max_lr = suggest(lrs, losses)
-    assert lr == pytest.approx(lrs[7])  # the segment 7 -> 8 falls fastest
-    assert max_lr == pytest.approx(lrs[12] / 10)  # the minimum is at index 12
-    # a curve whose flattest part comes first must not be chosen
-    rising = [1.0, 1.0, 0.5, 0.45, 0.44]
-    assert suggest(lrs[:5], rising)[0] == pytest.approx(lrs[1])
-    with pytest.raises(ValueError, match="fewer than 3"):
-        suggest(lrs[:2], [1.0, 0.5])

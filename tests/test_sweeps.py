@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.cli import compose_train, console_script, run_command, smoke_cli_args
+from helpers.cli import compose_train, console_script, one_line_error, run_command, smoke_cli_args
 
 from cdvd.data.locking import lock_path, make_once
 from cdvd.training.tracking import MAX_RUN_NAME, check_logger_packages, metric_value, run_name
@@ -42,13 +42,37 @@ def test_metric_value_reads_the_optimized_metric_and_names_a_missing_one() -> No
 
 
 def test_run_name_is_folder_safe_and_unique_when_cut() -> None:
-    assert run_name(3, "optimizer.lr=0.0003,seed=1") == "3_optimizer.lr=0.0003,seed=1"
-    assert run_name(0, "") == "0"
-    assert "/" not in run_name(1, "paths.log=/tmp/x/y")
-    long_a = run_name(2, "a=" + "1" * 400)
-    long_b = run_name(2, "a=" + "1" * 399 + "2")
+    assert run_name(3, ["seed=1", "optimizer.lr=0.0003"]) == "3_optimizer.lr=0.0003,seed=1"
+    assert run_name(0, []) == "0"
+    assert "/" not in run_name(1, ["model.note=/tmp/x/y"])
+    long_a = run_name(2, ["a=" + "1" * 400])
+    long_b = run_name(2, ["a=" + "1" * 399 + "2"])
     assert len(long_a) == len(long_b) == MAX_RUN_NAME
     assert long_a != long_b
+
+
+def test_run_name_keeps_only_the_overrides_that_matter() -> None:
+    overrides = [
+        "experiment=smoke",
+        "logger=mlflow",
+        "logger.mlflow.tracking_uri=sqlite:////tmp/x/mlruns.db",
+        "paths.output_dir=/tmp/out",
+        "hydra.run.dir=/tmp/run",
+        "data.root=/data/DVD",
+        "optimizer.lr=2e-4",
+    ]
+    # a single run has no job number: no "None_" in front
+    assert run_name(None, overrides, ["data.root"]) == "experiment=smoke,optimizer.lr=2e-4"
+    assert run_name(4, overrides, ["data.root"]) == "4_experiment=smoke,optimizer.lr=2e-4"
+    assert run_name(None, ["logger=many", "data.root=/d"], ["data.root"]) is None  # the tracker names it
+
+
+def test_a_tag_mlflow_refuses_is_one_line_before_training(tmp_path: Path) -> None:
+    result = run_command(
+        [console_script("cdvd-train"), "experiment=smoke", "logger=mlflow", "tags=[ok,bad#tag]"], cwd=tmp_path
+    )
+    one_line_error(result, "tags", "bad#tag")
+    assert not (tmp_path / "mlruns.db").exists()
 
 
 def test_a_missing_logger_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,32 +269,64 @@ def test_submitit_local_sweep_runs_both_jobs(tiny_dataset: Path, tmp_path: Path)
 def test_mlflow_and_tensorboard_hparams_of_one_run(tiny_dataset: Path, tmp_path: Path) -> None:
     import mlflow
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     run_dir = tmp_path / "run"
+    store = f"sqlite:///{tmp_path / 'store' / 'mlruns.db'}"
+    (tmp_path / "store").mkdir()
+    # data.batches_per_epoch: a setting the HParams table shows only because the command line changes it
+    overrides = ["data.batches_per_epoch=1", "data.batch_size=1", "optimizer.lr=2e-4", "tags=[smoke,baseline]"]
     result = run_command(
-        [*smoke_cli_args(tiny_dataset), "logger=many", *TINY, "optimizer.lr=2e-4", f"hydra.run.dir={run_dir}"],
+        [
+            *smoke_cli_args(tiny_dataset),
+            "logger=many",
+            f"logger.mlflow.tracking_uri={store}",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("smoke")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
     assert 0 < run.data.metrics["val/psnr"] < 60
     assert float(run.data.params["optimizer/lr"]) == 2e-4
-    assert "optimizer.lr=2e-4" in run.info.run_name
+    # named by the overrides that matter: no job number, no logger setting, no path, no tags
+    cli = smoke_cli_args(tiny_dataset)[1:] + [o for o in overrides if not o.startswith("tags=")]
+    assert run.info.run_name == ",".join(sorted(o for o in cli if not o.startswith("data.root=")))
+    assert {"smoke": "", "baseline": ""}.items() <= run.data.tags.items()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoints"} <= artifacts
+    config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
+    assert config["optimizer"]["lr"] == 2e-4 and config["tags"] == ["smoke", "baseline"]
+    (ckpt,) = client.list_artifacts(run.info.run_id, "checkpoints")
+    best = run_dir / "checkpoints" / Path(ckpt.path).name
+    assert best.suffix == ".ckpt" and best.is_file() and ckpt.file_size == best.stat().st_size
 
-    hparams: set[str] = set()
-    best: list[float] = []
+    # TensorBoard's HParams: the main settings and the overrides, not the 100-odd entries of the whole config
+    saved = yaml.safe_load((run_dir / "tensorboard" / "hparams.yaml").read_text())
+    hparams: dict[str, object] = {}
+    best_psnr: list[float] = []
     for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(path))
         acc.Reload()
         try:
-            hparams |= set(acc.PluginTagToContent("hparams"))
+            content = acc.PluginTagToContent("hparams")
         except KeyError:  # no hparams summary in this file
-            pass
+            content = {}
+        if "_hparams_/session_start_info" in content:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+            hparams |= {k: v for k, v in data.session_start_info.hparams.items()}
         if "hp/val/psnr_best" in acc.Tags()["scalars"]:
-            best += [event.value for event in acc.Scalars("hp/val/psnr_best")]
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams
-    assert best == [pytest.approx(run.data.metrics["val/psnr_best"], abs=1e-4)]
+            best_psnr += [event.value for event in acc.Scalars("hp/val/psnr_best")]
+    assert best_psnr == [pytest.approx(run.data.metrics["val/psnr_best"], abs=1e-4)]
+    for names in (set(hparams), set(saved)):
+        assert not [name for name in names if "_target_" in name]
+        assert {"optimizer/lr", "data/batches_per_epoch", "model/net/n_feat", "optimizer", "experiment"} <= names
+        assert len(names) <= 30
+        assert not [name for name in names if name.startswith(("logger", "paths", "hydra", "tags", "data/root"))]
+    assert hparams["data/batches_per_epoch"].number_value == 1 and saved["data/batches_per_epoch"] == 1
+    assert hparams["optimizer"].string_value == "adam" and saved["optimizer/lr"] == 2e-4

@@ -47,7 +47,8 @@ class AppSettings:
     workdir: Path
     max_upload_bytes: int
     deblur: dict[str, Any] = field(default_factory=dict)
-    """The page's first choices of ``device``, ``precision``, ``backend`` and ``tile`` (``cdvd-deblur``'s)."""
+    """The page's first choices of ``device``, ``precision``, ``backend`` and ``tile`` (``cdvd-deblur``'s: the tile
+    ``{"size", "overlap"}``, or the short form ``tile=SIZE`` whose overlap follows the size)."""
 
 
 def default_workdir() -> Path:
@@ -71,7 +72,11 @@ def app_settings(cfg: DictConfig) -> AppSettings:
         raise ConfigError(f"port={port}: must be 1..65535")
     megabytes = check_positive_number("max_upload_mb", cfg.get("max_upload_mb"))
     workdir = Path(cfg.get("workdir") or default_workdir()).expanduser().resolve()
-    tile = OmegaConf.to_container(cfg.tile) if isinstance(cfg.get("tile"), DictConfig) else cfg.get("tile")
+    tile = cfg.get("tile")
+    if isinstance(tile, DictConfig):
+        tile = OmegaConf.to_container(tile)
+    elif tile is not None and (isinstance(tile, bool) or not isinstance(tile, int)):  # else the short form tile=512
+        raise ConfigError(f"tile={tile}: pass tile.size=N (a multiple of 4, or null) and tile.overlap=N")
     deblur = {key: cfg.get(key) for key in ("device", "precision", "backend")}
     return AppSettings(
         checkpoint=Path(checkpoint).resolve(),
@@ -95,6 +100,26 @@ def make_workdir(settings: AppSettings) -> None:
         raise ConfigError(
             f"workdir={settings.workdir}: cannot write there ({err.strerror or err}); pass workdir=DIR"
         ) from err
+
+
+def check_engine(settings: AppSettings) -> None:
+    """Load the checkpoint and build the engine with the page's first choices (device, precision, backend, tile) as
+    every run will: a broken checkpoint or a setting the machine cannot run is one line at start, not at the first
+    run.
+
+    Raises:
+        UserError: the checkpoint or a setting, named.
+    """
+    from cdvd.inference.pipeline import settings_from
+    from cdvd.inference.settings import build_deblurrer
+
+    build_deblurrer(settings_from(checkpoint=str(settings.checkpoint), cache_dir=str(cache_dir(settings)),
+                                  **settings.deblur))  # fmt: skip
+
+
+def cache_dir(settings: AppSettings) -> Path:
+    """Where ``backend=openvino`` keeps its compiled network: inside the working folder, as everything else."""
+    return settings.workdir / "cache"
 
 
 @dataclass(frozen=True)
@@ -157,7 +182,7 @@ def check_upload(paths: Sequence[str | os.PathLike], max_bytes: int) -> Upload:
     total = sum(path.stat().st_size for path in files)
     if total > max_bytes:
         raise DataError(
-            f"the upload is {total / 2**20:.1f} MB, more than max_upload_mb={max_bytes / 2**20:g} (cdvd-app's setting)"
+            f"the upload is {total / 2**20:.3g} MB, more than cdvd-app's max_upload_mb={max_bytes / 2**20:.3g}"
         )
     suffixes = {path.suffix.lower() for path in files}
     if suffixes <= VIDEO_SUFFIXES:
@@ -168,8 +193,9 @@ def check_upload(paths: Sequence[str | os.PathLike], max_bytes: int) -> Upload:
     if suffixes <= set(IMAGE_EXTENSIONS):
         _check_frames(files)
         return Upload("frames", files)
-    odd = next(path for path in files if path.suffix.lower() not in VIDEO_SUFFIXES | set(IMAGE_EXTENSIONS))
-    if odd.suffix.lower() or len(files) == 1:
+    known = VIDEO_SUFFIXES | set(IMAGE_EXTENSIONS)
+    odd = next((path for path in files if path.suffix.lower() not in known), None)
+    if odd is not None:
         raise _refuse(odd.name, "neither a video nor an image by its name")
     raise DataError(f"videos and images uploaded together: upload {_KINDS}")
 
@@ -245,7 +271,7 @@ def deblur_upload(
             on_frame=on_frame,
             compare=True,
             progress=False,
-            cache_dir=str(settings.workdir / "cache"),  # openvino's compiled network: kept inside the workdir too
+            cache_dir=str(cache_dir(settings)),
             **{**settings.deblur, **(choices or {})},
         )
     except UserError:
@@ -280,10 +306,25 @@ def frame_pair(result: JobResult, index: int) -> tuple[np.ndarray, np.ndarray]:
     return before, after
 
 
-def progress_line(video: str, done: int, total: int | None, seconds: float) -> str:
-    """``clip: frame 3 of 6, 0.8 s a frame, about 2 s left`` (the ETA from the mean time per frame so far)."""
-    each = seconds / done if done else 0.0
+class FrameClock:
+    """Seconds a frame while a run goes on: after the first frame, measured from it (the first frame also pays for
+    loading the checkpoint and filling the engine's window, which would inflate the ETA)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+
+    def per_frame(self, done: int) -> float:
+        """Seconds a frame, now that ``done`` frames are written."""
+        now = time.perf_counter()
+        if self.first is None or done <= 1:
+            self.first = now
+            return now - self.started
+        return (now - self.first) / (done - 1)
+
+
+def progress_line(video: str, done: int, total: int | None, each: float) -> str:
+    """``clip: frame 3 of 6, 0.80 s a frame, about 2 s left`` (``each``: seconds a frame, :class:`FrameClock`)."""
     if total is None:
         return f"{video}: frame {done}, {each:.2f} s a frame"
-    left = each * (total - done)
-    return f"{video}: frame {done} of {total}, {each:.2f} s a frame, about {left:.0f} s left"
+    return f"{video}: frame {done} of {total}, {each:.2f} s a frame, about {each * (total - done):.0f} s left"

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from types import ModuleType
 from typing import Any
 
-from cdvd.app.jobs import AppSettings, JobResult, deblur_upload, frame_pair, progress_line
+from cdvd.app.jobs import AppSettings, FrameClock, JobResult, deblur_upload, frame_pair, progress_line
 from cdvd.errors import ConfigError, UserError, user_message
 
 logger = logging.getLogger(__name__)
@@ -27,14 +26,17 @@ INSTALL_HINT = "pip install 'cdvd[app]'"
 
 
 def import_gradio(settings: AppSettings) -> ModuleType:
-    """Gradio, set to keep its uploads inside the working folder and to call no one (no analytics, no version check).
+    """Gradio, set to keep its files inside the working folder and to call no one (no analytics, no version check).
 
-    Gradio reads ``GRADIO_TEMP_DIR`` when it is imported: set first.
+    Gradio reads ``GRADIO_TEMP_DIR`` (its copies of uploads and results) when it is imported: set first. It also
+    imports matplotlib at each request, whose font cache would go to the home folder: ``MPLCONFIGDIR`` keeps it in
+    the working folder too.
 
     Raises:
         ConfigError: Gradio is not installed (the message says how to install it).
     """
     os.environ["GRADIO_TEMP_DIR"] = str(settings.workdir / "uploads")
+    os.environ["MPLCONFIGDIR"] = str(settings.workdir / "matplotlib")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
         import gradio
@@ -43,10 +45,16 @@ def import_gradio(settings: AppSettings) -> ModuleType:
     return gradio
 
 
-def _choices(device: str, precision: str, backend: str, tile_size: float | None, overlap: int) -> dict[str, Any]:
-    """The page's choices as ``cdvd-deblur`` settings (tile size 0 or empty: whole frames)."""
+def deblur_choices(
+    device: str, precision: str, backend: str, tile_size: float | None, configured: Any
+) -> dict[str, Any]:
+    """The page's choices as ``cdvd-deblur`` settings. Tile size 0 or empty: whole frames; the configured size: the
+    configured tile (its overlap); another size: ``cdvd-deblur``'s short form ``tile=SIZE``, whose overlap follows
+    the size."""
     size = int(tile_size) if tile_size else None
-    return {"device": device, "precision": precision, "backend": backend, "tile": {"size": size, "overlap": overlap}}
+    configured_size = configured.get("size") if isinstance(configured, dict) else configured
+    tile = configured if size == configured_size else size
+    return {"device": device, "precision": precision, "backend": backend, "tile": tile}
 
 
 def _summary(result: JobResult) -> str:
@@ -61,27 +69,27 @@ def _summary(result: JobResult) -> str:
 def build_page(gr: ModuleType, settings: AppSettings) -> Any:
     """The Blocks of the page (not launched)."""
     first = settings.deblur
-    tile = first.get("tile") or {}
-    overlap = int(tile.get("overlap") or 64)
+    tile = first["tile"]
+    size = tile.get("size") if isinstance(tile, dict) else tile
 
     tracker = gr.Progress()  # Gradio gives each run its own bar where a handler's argument defaults to one
 
     def run(files: list[str] | None, device: str, precision: str, backend: str, tile_size: float | None,
             progress: Any = tracker) -> tuple[Any, ...]:  # fmt: skip
-        started = time.perf_counter()
+        clock = FrameClock()
 
         def on_frame(video: str, done: int, total: int | None) -> None:
-            line = progress_line(video, done, total, time.perf_counter() - started)
+            line = progress_line(video, done, total, clock.per_frame(done))
             progress((done, total), desc=line, unit="frames")
 
         try:
             progress(0, desc="checking the upload and loading the checkpoint")
-            result = deblur_upload(files or [], settings, _choices(device, precision, backend, tile_size, overlap),
+            result = deblur_upload(files or [], settings, deblur_choices(device, precision, backend, tile_size, tile),
                                    on_frame)  # fmt: skip
             middle = result.frames // 2
             pair = frame_pair(result, middle)
         except UserError as err:
-            raise gr.Error(user_message(err), duration=None, print_exception=False) from None
+            raise gr.Error(user_message(err), duration=60, print_exception=False) from None
         last = result.frames - 1
         frame = gr.Slider(minimum=0, maximum=last, value=middle, step=1, interactive=last > 0)
         return result, _summary(result), pair, frame, str(result.compare), str(result.result)
@@ -110,7 +118,7 @@ def build_page(gr: ModuleType, settings: AppSettings) -> Any:
                     precision = gr.Dropdown(PRECISIONS, value=first.get("precision"), label="Precision")
                 with gr.Row():
                     backend = gr.Dropdown(BACKENDS, value=first.get("backend"), label="Backend")
-                    tile_size = gr.Number(value=tile.get("size") or 0, label="Tile size (0: whole frames)",
+                    tile_size = gr.Number(value=size or 0, label="Tile size (0: whole frames)",
                                           precision=0, minimum=0, step=4)  # fmt: skip
                 start = gr.Button("Run", variant="primary", elem_id="run")
                 status = gr.Markdown(elem_id="status")
@@ -125,7 +133,7 @@ def build_page(gr: ModuleType, settings: AppSettings) -> Any:
             inputs=[upload, device, precision, backend, tile_size],
             outputs=[job, status, before_after, frame, compare, download],
         )
-        frame.release(show_frame, inputs=[job, frame], outputs=[before_after])
+        frame.input(show_frame, inputs=[job, frame], outputs=[before_after], trigger_mode="always_last")
     return page
 
 
@@ -138,6 +146,7 @@ def serve(settings: AppSettings, gr: ModuleType | None = None) -> None:
     gr = gr or import_gradio(settings)
     page = build_page(gr, settings)
     page.queue(default_concurrency_limit=1)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests to itself at start-up
     logger.info("cdvd-app: uploads and results go to %s", settings.workdir)
     try:
         page.launch(

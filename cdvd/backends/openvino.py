@@ -270,7 +270,7 @@ def conversion_key(model: CDVDTSP) -> str:
         "parts": list(PARTS),
         "weights_sha256": weights_sha256(model),
         "architecture": {"n_feat": model.n_feat, "n_resblock": model.n_resblock, "residual": model.residual},
-        "code_sha256": source_sha256("models", "export.py"),
+        "code_sha256": source_sha256("models", "backends/graphs.py"),
         "torch": torch.__version__,
         "openvino": ov.get_version(),
     }

@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from cdvd.app.jobs import app_settings, make_workdir
+from cdvd.app.jobs import app_settings, check_engine, make_workdir
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
 
 logger = logging.getLogger(__name__)
@@ -20,11 +20,10 @@ logger = logging.getLogger(__name__)
 def run_app(cfg: DictConfig) -> None:
     """Check the settings, Gradio and the checkpoint (one line each, before serving), then serve until Ctrl-C."""
     from cdvd.app.page import import_gradio, serve
-    from cdvd.checkpoints import load_model
 
     settings = app_settings(cfg)
     gradio = import_gradio(settings)
-    load_model(settings.checkpoint, "cpu")  # a broken checkpoint: one line now, not on the first run
+    check_engine(settings)  # a broken checkpoint or a device the machine lacks: one line now, not at the first run
     make_workdir(settings)
     serve(settings, gradio)
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import shlex
 import sys
 import warnings
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
+from hydra.errors import (
+    CompactHydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from cdvd.atomic import check_writable_place  # noqa: F401 - where cdvd-export takes it from
 from cdvd.cli.help import CONFIG_PACKAGE, register_help_resolver
 from cdvd.errors import UserError, user_message
 from cdvd.training.tracking import register_resolvers
@@ -167,13 +170,14 @@ def hydra_message(err: CompactHydraException, prog: str) -> str:
         if "_target_" in parent:
             return f"{message}; to pass a new argument to {parent._target_}, add it with +{full_key}=VALUE"
         return f"{message}; `{prog} --cfg job` prints every setting"
-    text = str(err).split("Config search path:")[0]
-    # "Available options in 'data':\n\tdvd\n\tgopro" -> "available options in 'data': dvd, gopro"
-    return re.sub(
-        r"\s*Available options in ('[^']*'):((?:\s*\t\S+)+)",
-        lambda m: f"; available options in {m[1]}: " + ", ".join(m[2].split()),
-        text,
-    ).strip()
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        # a config group option that does not exist: Hydra's exception carries the file and the options
+        group = err.missing_cfg_file.rpartition("/")[0]
+        message = f"cannot find '{err.missing_cfg_file}'"
+        if err.options:
+            message += f"; available options in '{group}': {', '.join(err.options)}"
+        return message
+    return str(err).strip()
 
 
 def fail(prog: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -218,15 +222,10 @@ def is_lightning_misconfiguration(err: BaseException) -> bool:
 
 
 def instantiation_message(err: InstantiationException) -> str:
-    """``trainer: Precision 'bogus' is invalid ...`` from Hydra's "Error in call to target ...\nValueError(...)
-    \nfull_key: trainer"."""
-    text = str(err)
-    match = re.search(r"\nfull_key: (\S+)\s*$", text)
-    setting = match[1] if match else None
-    cause = err.__cause__
-    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+    """The user's line for a config that Hydra built outside cdvd's own code (a sweeper, a launcher, a callback Hydra
+    builds): the innermost cause, which says what is wrong. Where cdvd builds a part itself it knows the part's key
+    (:func:`cdvd.training.run.build_part`); nothing here reads Hydra's message text."""
+    cause: BaseException = err
+    while cause.__cause__ is not None:
         cause = cause.__cause__  # a nested target's error: the innermost one says what is wrong
-    body = text[: match.start()] if match else text
-    reason = str(cause) if cause is not None and str(cause) else body  # a cause re-raised "from None": the text
-    reason = reason.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
-    return f"bad setting {setting}: {reason}" if setting else f"bad setting: {reason}"
+    return f"bad setting: {cause}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -112,23 +113,8 @@ def synthesize(
         DataError: a bad setting (named: ``n_frames=abc: not a whole number``), an existing output (without
             ``overwrite``) or an unreadable source.
     """
+    settings = resolve_settings(**{k: v for k, v in locals().items() if k not in _NOT_RECORDED})  # the arguments
     output = Path(output)
-    settings = resolve_settings(
-        source=source,
-        source_path=source_path,
-        n_videos=n_videos,
-        n_frames=n_frames,
-        size=size,
-        sub_frames=sub_frames,
-        motion_min=motion_min,
-        motion_max=motion_max,
-        rotation=rotation,
-        zoom=zoom,
-        gamma=gamma,
-        noise_std=noise_std,
-        jpeg_quality=jpeg_quality,
-        seed=seed,
-    )
     sides = tuple(settings["size"])
     check_output(output, overwrite)
     rng = np.random.default_rng(seed)
@@ -211,52 +197,45 @@ def _write_videos(staging: Path, jobs: Sequence[tuple[str, Any]], settings: Mapp
     return summaries
 
 
-def resolve_settings(
-    *,
-    source: Any = "builtin",
-    source_path: Any = None,
-    n_videos: Any = 6,
-    n_frames: Any = 16,
-    size: Any = 160,
-    sub_frames: Any = 9,
-    motion_min: Any = 3.0,
-    motion_max: Any = 10.0,
-    rotation: Any = 1.0,
-    zoom: Any = 0.02,
-    gamma: Any = 2.2,
-    noise_std: Any = 0.0,
-    jpeg_quality: Any = None,
-    seed: Any = 0,
-) -> dict[str, Any]:
+#: Arguments of :func:`synthesize` that say where and whether to write, not what: not part of a dataset's record.
+_NOT_RECORDED = ("output", "overwrite")
+
+
+def synthesis_defaults() -> dict[str, Any]:
+    """The recorded arguments of :func:`synthesize` and their defaults, read from its signature (their one home)."""
+    parameters = inspect.signature(synthesize).parameters.items()
+    return {name: p.default for name, p in parameters if name not in _NOT_RECORDED}
+
+
+def resolve_settings(**given: Any) -> dict[str, Any]:
     """The settings of :func:`synthesize` (its defaults filled in) as a dataset records them in its ``meta.json``:
     checked (counts, signs, types) and in one form (numbers as floats, ``size`` as ``[H, W]``).
 
     Raises:
         DataError: a bad setting, named (``n_frames=abc: not a whole number``).
     """
+    defaults = synthesis_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise DataError(f"unknown setting(s) of cdvd-synth: {', '.join(unknown)}")
+    values = {**defaults, **given}
+    size, jpeg_quality = values["size"], values["jpeg_quality"]
     try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
-        counts = {name: check_count(name, value, 1) for name, value in
-                  (("n_videos", n_videos), ("n_frames", n_frames), ("sub_frames", sub_frames))}  # fmt: skip
+        counts = {name: check_count(name, values[name], 1) for name in ("n_videos", "n_frames", "sub_frames")}
         numbers = {
-            name: check_positive_number(name, value, allow_zero=True)
-            for name, value in (
-                ("motion_min", motion_min),
-                ("motion_max", motion_max),
-                ("rotation", rotation),
-                ("zoom", zoom),
-                ("noise_std", noise_std),
-            )
+            name: check_positive_number(name, values[name], allow_zero=True)
+            for name in ("motion_min", "motion_max", "rotation", "zoom", "noise_std")
         }
-        numbers["gamma"] = check_positive_number("gamma", gamma)
+        numbers["gamma"] = check_positive_number("gamma", values["gamma"])
         quality = None if jpeg_quality is None else check_count("jpeg_quality", jpeg_quality, 1)
         scalar = isinstance(size, int | float | str)
         sides = [check_count("size", side, 8) for side in ([size, size] if scalar else size)]
-        seed = check_count("seed", seed, 0)
+        seed = check_count("seed", values["seed"], 0)
     except ConfigError as err:
         raise DataError(str(err)) from None
     settings = {
-        "source": source,
-        "source_path": None if source_path is None else str(source_path),
+        "source": values["source"],
+        "source_path": None if values["source_path"] is None else str(values["source_path"]),
         "n_videos": counts["n_videos"],
         "n_frames": counts["n_frames"],
         "size": sides,

@@ -1,12 +1,17 @@
 """Labelled pictures: frames side by side, each under a band that names it (``blurry 24.1 dB | deblurred ...``).
 
-Used by ``cdvd-demo`` (``comparison.png``) and by validation's image strip in TensorBoard. Only numpy and OpenCV:
+Used by ``cdvd-demo`` (``comparison.png``), ``cdvd-eval pictures=true`` (its worst and best frames,
+:func:`comparison_strip`) and by validation's image strip in TensorBoard. A PNG can carry text (:func:`encode_png`,
+:func:`png_text`): how ``cdvd-eval`` knows a picture as one it wrote. Only numpy, OpenCV and the standard library:
 nothing here imports torch, Lightning or the video modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -88,3 +93,72 @@ def labelled_strip(
             baseline = _MARGIN + row * step + ascent + 1
             cv2.putText(panel_band, line, (_MARGIN, baseline), _FONT, scale, (ink, ink, ink), 1, cv2.LINE_AA)
     return strip
+
+
+def comparison_strip(scored: Sequence[tuple[str, np.ndarray, float]], sharp: np.ndarray) -> np.ndarray:
+    """The comparison picture of one frame: each ``(name, image, psnr)`` of ``scored`` labelled ``name`` and its PSNR
+    against sharp (``blurry``, ``deblurred``), then the sharp frame, 4 black pixels apart.
+
+    Returns:
+        uint8 RGB of :func:`labelled_strip`: ``len(scored) + 1`` panels.
+    """
+    panels = [(f"{name}\n{psnr:.2f} dB", image) for name, image, psnr in scored]
+    return labelled_strip([*panels, ("sharp", sharp)], separator=4, background=0)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_HEADER_END = len(_PNG_SIGNATURE) + 8 + 13 + 4  # the signature and the IHDR chunk, always first
+#: chunks (and text bytes) read from a PNG's head at most, looking for its text
+_MOST_CHUNKS = 64
+_MOST_TEXT_BYTES = 1 << 16
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(image: np.ndarray, text: Mapping[str, str] | None = None) -> bytes:
+    """``image`` (uint8 (H, W, 3) RGB) as PNG bytes, holding ``text`` as ``tEXt`` chunks right after its header
+    (Latin-1 keys of 1 to 79 characters).
+
+    Raises:
+        ValueError: an image that is not uint8 (H, W, 3), a key or text PNG cannot hold.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"encode_png needs uint8 (H, W, 3) RGB, instead got {image.dtype} {image.shape}")
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {image.shape} image as PNG")
+    data = encoded.tobytes()
+    chunks = []
+    for key, value in (text or {}).items():
+        if not 1 <= len(key) <= 79 or "\0" in key or "\0" in value:
+            raise ValueError(f"PNG text key {key!r}: 1 to 79 characters, no NUL")
+        chunks.append(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
+    return data[:_PNG_HEADER_END] + b"".join(chunks) + data[_PNG_HEADER_END:]
+
+
+def png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The ``tEXt`` entries before the pixels of the PNG at ``path`` (the head of the file only is read); empty for
+    anything that is not a PNG or cannot be read."""
+    found: dict[str, str] = {}
+    try:
+        with open(path, "rb") as file:
+            if file.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+                return {}
+            for _ in range(_MOST_CHUNKS):
+                head = file.read(8)
+                if len(head) < 8:
+                    break
+                length, kind = struct.unpack(">I4s", head)
+                if kind in (b"IDAT", b"IEND"):
+                    break
+                if kind == b"tEXt" and length <= _MOST_TEXT_BYTES:
+                    key, _, value = file.read(length).partition(b"\0")
+                    found[key.decode("latin-1")] = value.decode("latin-1")
+                    file.seek(4, os.SEEK_CUR)
+                else:
+                    file.seek(length + 4, os.SEEK_CUR)
+    except OSError:
+        return {}
+    return found

@@ -37,6 +37,7 @@ __all__ = [
     "CROP_BORDER",
     "FRAME_SETS",
     "REPORT_CSV_HEADER",
+    "FrameScore",
     "MetricAccumulator",
     "VideoScore",
     "check_frame_set",
@@ -109,25 +110,62 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else math.nan
 
 
+@dataclass(frozen=True)
+class FrameScore:
+    """The PSNR of one named frame of a video (:meth:`MetricAccumulator.extremes`)."""
+
+    video: str
+    frame: str
+    psnr: float
+
+
 @dataclass
 class MetricAccumulator:
     """Per-frame PSNR/SSIM collected per video.
 
     A video's score is the mean over its frames; :meth:`total` is the mean over all frames of all videos (not
     the mean of the video means), as in the published tables. An infinite PSNR (identical frames) is kept as
-    it is and makes the mean infinite.
+    it is and makes the mean infinite. Frames added with their names can be found again by score
+    (:meth:`extremes`).
     """
 
     _psnr: dict[str, list[float]] = field(default_factory=dict)
     _ssim: dict[str, list[float]] = field(default_factory=dict)
+    _names: dict[str, list[str | None]] = field(default_factory=dict)
 
-    def update(self, video: str, psnr: float | Iterable[float], ssim: float | Iterable[float]) -> None:
-        """Add one frame's (or several frames') scores to ``video`` (floats, tensors or arrays)."""
+    def update(
+        self,
+        video: str,
+        psnr: float | Iterable[float],
+        ssim: float | Iterable[float],
+        frames: str | Iterable[str] | None = None,
+    ) -> None:
+        """Add one frame's (or several frames') scores to ``video`` (floats, tensors or arrays); ``frames``: their
+        names (one per score), kept for :meth:`extremes`."""
         psnrs, ssims = _values(psnr), _values(ssim)
         if len(psnrs) != len(ssims):
             raise ValueError(f"got {len(psnrs)} PSNR values and {len(ssims)} SSIM values")
+        names: list[str | None] = [None] * len(psnrs)
+        if frames is not None:
+            names = [frames] if isinstance(frames, str) else list(frames)
+            if len(names) != len(psnrs):
+                raise ValueError(f"got {len(names)} frame names for {len(psnrs)} scores")
         self._psnr.setdefault(video, []).extend(psnrs)
         self._ssim.setdefault(video, []).extend(ssims)
+        self._names.setdefault(video, []).extend(names)
+
+    def extremes(self) -> tuple[FrameScore, FrameScore] | None:
+        """The named frames of lowest and of highest PSNR over all videos (the first one met on a tie), or ``None``
+        when no named frame was added."""
+        named = [
+            FrameScore(video, name, score)
+            for video, scores in self._psnr.items()
+            for name, score in zip(self._names[video], scores, strict=True)
+            if name is not None
+        ]
+        if not named:
+            return None
+        return min(named, key=lambda frame: frame.psnr), max(named, key=lambda frame: frame.psnr)
 
     def video(self, name: str) -> VideoScore:
         return VideoScore(_mean(self._psnr[name]), _mean(self._ssim[name]), len(self._psnr[name]))

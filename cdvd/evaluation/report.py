@@ -1,23 +1,43 @@
 """``cdvd-eval``'s work: deblur (with ``input=``), score with the published protocol, and write the report.
 
-The report (JSON, with its CSV beside it) is checked before any work: it replaces only an earlier report of
-``cdvd-eval`` (known by its content: :data:`REPORT_MARK`, the CSV's header) unless ``overwrite=true``, and never goes
-at, in or over what the run reads. Result frames are matched to GT frames by name (the stem).
+The report (JSON, with its CSV beside it, and with ``pictures=true`` the worst and best frame's pictures) is checked
+before any work: each file replaces only an earlier one of ``cdvd-eval`` (known by its content: :data:`REPORT_MARK`
+in the JSON and in the pictures' PNG text, the CSV's header) unless ``overwrite=true``, and never goes at, in or over
+what the run reads. Result frames are matched to GT frames by name (the stem).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cdvd.atomic import check_writable_place
-from cdvd.data.io import has_frames
-from cdvd.data.sources import frame_folders, layout_videos, pair_videos, special_kind
-from cdvd.errors import ConfigError
-from cdvd.evaluation.protocol import CLIP_LENGTH, REPORT_CSV_HEADER, crop_border, write_report
+import numpy as np
+
+from cdvd.atomic import atomic_destination, check_writable_place
+from cdvd.data.io import has_frames, read_rgb
+from cdvd.data.sources import (
+    VideoSource,
+    discover_sources,
+    frame_folders,
+    layout_videos,
+    pair_videos,
+    special_kind,
+)
+from cdvd.errors import ConfigError, DataError
+from cdvd.evaluation.metrics import psnr_uint8
+from cdvd.evaluation.pictures import comparison_strip, encode_png, png_text
+from cdvd.evaluation.protocol import (
+    CLIP_LENGTH,
+    REPORT_CSV_HEADER,
+    FrameScore,
+    MetricAccumulator,
+    crop_border,
+    write_report,
+)
 from cdvd.evaluation.scoring import check_something_scored, evaluate_pairs
 from cdvd.fingerprint import file_sha256
 from cdvd.inference.pipeline import deblur_with
@@ -54,10 +74,17 @@ def is_eval_csv(path: Path) -> bool:
     return first.rstrip(b"\r\n") == ",".join(REPORT_CSV_HEADER).encode()
 
 
+def is_eval_picture(path: Path) -> bool:
+    """Whether ``path`` is a picture that ``cdvd-eval`` wrote (a PNG whose text holds :data:`REPORT_MARK`)."""
+    key, value = REPORT_MARK
+    return png_text(path).get(key) == value
+
+
 def check_report_destination(settings: EvalSettings) -> None:
-    """Before anything is deblurred or scored: the JSON report (``output``) and the CSV beside it can be written,
-    and each replaces nothing but an earlier report of ``cdvd-eval`` (told by content: :func:`is_eval_report`,
-    :func:`is_eval_csv`) unless ``overwrite=true``. A folder, a FIFO or a device at either is refused.
+    """Before anything is deblurred or scored: the JSON report (``output``), the CSV beside it and with
+    ``pictures=true`` the pictures beside it can be written, and each replaces nothing but an earlier one of
+    ``cdvd-eval`` (told by content: :func:`is_eval_report`, :func:`is_eval_csv`, :func:`is_eval_picture`) unless
+    ``overwrite=true``. A folder, a FIFO or a device at any of them is refused.
 
     Raises:
         ConfigError: naming ``output`` and the file in the way.
@@ -66,7 +93,8 @@ def check_report_destination(settings: EvalSettings) -> None:
     csv_path = json_path.with_suffix(".csv")
     if json_path == csv_path:
         raise ConfigError(f"output={json_path}: the report is JSON, with its CSV beside it: pass output=NAME.json")
-    checks: tuple[tuple[Path, Callable[[Path], bool]], ...] = ((json_path, is_eval_report), (csv_path, is_eval_csv))
+    checks: list[tuple[Path, Callable[[Path], bool]]] = [(json_path, is_eval_report), (csv_path, is_eval_csv)]
+    checks += [(path, is_eval_picture) for path in settings.picture_paths().values()]
     for path, is_ours in checks:
         if not path.exists() and not path.is_symlink():
             continue
@@ -75,7 +103,7 @@ def check_report_destination(settings: EvalSettings) -> None:
             raise ConfigError(f"output={json_path}: {path} is {kind}; pass output=FILE.json elsewhere")
         if not settings.overwrite and not is_ours(path):
             raise ConfigError(
-                f"output={json_path}: {path} exists and is not a cdvd-eval report: "
+                f"output={json_path}: {path} exists and is not one cdvd-eval wrote: "
                 "pass another output=, or overwrite=true to replace it"
             )
     check_writable_place(json_path.parent, "output", json_path)
@@ -126,6 +154,75 @@ def provenance(settings: EvalSettings, results: Path) -> dict[str, Any]:
         },
         "versions": {"cdvd": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+
+
+def _input_frame(sources: Mapping[str, VideoSource], result: Path) -> np.ndarray:
+    """The blurry input frame that ``result`` (``results/VIDEO/STEM.png``) was deblurred from."""
+    source = sources.get(result.parent.name)
+    if source is None:
+        raise DataError(f"no input video {result.parent.name} for {result} (input= is not what the results came from)")
+    if source.frame_files is not None:
+        for path in source.frame_files:
+            if path.stem == result.stem:
+                return read_rgb(path)
+    else:
+        for frame in source.frames():  # a video file: decoded up to the frame
+            if Path(source.output_name(frame.index)).stem == result.stem:
+                return frame.image
+    raise DataError(f"no frame {result.stem} in the input {source.path} for {result}")
+
+
+def _picture(
+    frame: FrameScore,
+    pairs: Mapping[str, tuple[Sequence[Path], Sequence[Path]]],
+    sources: Mapping[str, VideoSource] | None,
+    border: int,
+) -> np.ndarray:
+    """The comparison strip of a scored frame: blurry (where the input is known) | deblurred | sharp."""
+    result_frames, gt_frames = pairs[frame.video]
+    result = {path.stem: path for path in result_frames}[frame.frame]  # the match of scoring: by stem
+    sharp = read_rgb(next(path for path in gt_frames if path.stem == frame.frame))
+    scored = [("deblurred", read_rgb(result), frame.psnr)]
+    if sources is not None:
+        blurry = _input_frame(sources, result)
+        if blurry.shape != sharp.shape:
+            raise DataError(f"the input frame of {result} is {blurry.shape[1]}x{blurry.shape[0]}, not the GT's size")
+        scored.insert(0, ("blurry", blurry, psnr_uint8(blurry, sharp, border)))
+    return comparison_strip(scored, sharp)
+
+
+def write_pictures(
+    settings: EvalSettings,
+    accumulator: MetricAccumulator,
+    pairs: Mapping[str, tuple[Sequence[Path], Sequence[Path]]],
+    border: int,
+) -> dict[str, dict[str, Any]]:
+    """Write the pictures of the worst and the best scored frame (by PSNR) to :meth:`EvalSettings.picture_paths`,
+    atomically, each marked as ``cdvd-eval``'s (:func:`is_eval_picture`).
+
+    Returns:
+        ``{"worst": {"video", "frame", "psnr", "path"}, "best": {...}}`` for the report.
+    """
+    extremes = accumulator.extremes()
+    if extremes is None:  # nothing scored: refused before (check_something_scored)
+        return {}
+    sources = None
+    if settings.input:  # the blurry frames, as the pipeline read them
+        sources = {source.name: source for source in discover_sources(settings.input, settings.split)}
+    paths = settings.picture_paths()
+    written: dict[str, dict[str, Any]] = {}
+    for which, frame in zip(("worst", "best"), extremes, strict=True):
+        path = paths[which]
+        data = encode_png(_picture(frame, pairs, sources, border), dict([REPORT_MARK]))
+        try:
+            with atomic_destination(path) as tmp, open(tmp, "wb") as handle:
+                handle.write(data)
+        except OSError as err:
+            raise DataError(f"cannot write {path}: {err.strerror or err}") from err
+        psnr = frame.psnr if math.isfinite(frame.psnr) else str(frame.psnr)
+        written[which] = {"video": frame.video, "frame": frame.frame, "psnr": psnr, "path": str(path.resolve())}
+        logger.info("%s frame: %s/%s at %.2f dB, pictured in %s", which, frame.video, frame.frame, frame.psnr, path)
+    return written
 
 
 def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
@@ -190,6 +287,8 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     report["frames_set"] = settings.frames
     report["crop_border"] = border
     report.update(provenance(settings, results))
+    if settings.pictures:  # before the report, which names them
+        report["pictures"] = write_pictures(settings, accumulator, pairs, border)
     json_path, csv_path = write_report(report, output)
     logger.info("metrics written to %s and %s", json_path, csv_path)
     return report

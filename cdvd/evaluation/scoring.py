@@ -53,7 +53,8 @@ def evaluate_pairs(
     border: int | None = None,
     progress: bool = False,
 ) -> MetricAccumulator:
-    """Score every video: each scored GT frame against the result frame of the same stem.
+    """Score every video: each scored GT frame against the result frame of the same stem, kept under that stem
+    (:meth:`cdvd.evaluation.protocol.MetricAccumulator.extremes`).
 
     Args:
         pairs: ``{video: (result frames, GT frames)}``.
@@ -98,7 +99,8 @@ def evaluate_pairs(
                     f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
                 )
             try:
-                accumulator.update(name, psnr_uint8(pred, target, border), ssim_uint8(pred, target, border))
+                psnr, ssim = psnr_uint8(pred, target, border), ssim_uint8(pred, target, border)
+                accumulator.update(name, psnr, ssim, frames=gt_path.stem)  # named: found again by score
             except ValueError as err:  # a border that leaves nothing of the frame
                 raise ConfigError(f"crop_border={border}: {err} ({gt_path})") from err
             if bar is not None:

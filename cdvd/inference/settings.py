@@ -116,6 +116,7 @@ class EvalSettings(DeblurSettings):
     gt: str | None
     frames: str
     crop_border: int | None
+    pictures: bool
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,6 +130,14 @@ class EvalSettings(DeblurSettings):
     def report_path(self) -> Path:
         """The JSON report (``output``); its CSV goes beside it."""
         return Path(self.output or "metrics.json")
+
+    def picture_paths(self) -> dict[str, Path]:
+        """With ``pictures=true``: the worst and the best frame's pictures beside the report (``NAME_worst.png``,
+        ``NAME_best.png`` for ``NAME.json``), by which; empty otherwise."""
+        report = self.report_path()
+        if not self.pictures:
+            return {}
+        return {which: report.with_name(f"{report.stem}_{which}.png") for which in ("worst", "best")}
 
     def results_path(self) -> Path | None:
         """The frames scored: ``results``, or with ``input=`` (deblurred first) ``results/`` beside the report."""
@@ -145,7 +154,8 @@ class EvalSettings(DeblurSettings):
 
     def written_paths(self) -> dict[str, Path]:
         results = self.results_path()
-        return {"output": self.report_path(), **({"results": results} if self.input and results else {})}
+        pictures = {f"output ({which} picture)": path for which, path in self.picture_paths().items()}
+        return {"output": self.report_path(), **({"results": results} if self.input and results else {}), **pictures}
 
 
 S = TypeVar("S", DeblurSettings, EvalSettings)

@@ -4,12 +4,13 @@ The test ramps every parameter group's learning rate by the same factor, so the 
 reconstruction net (torch-lr-finder's own schedule sends every group to the same end value), and stops once the
 smoothed loss passes ``diverge_th`` times its minimum. From the smoothed loss curve it suggests:
 
-- ``max_lr`` (OneCycle's peak, ``scheduler.scheduler.max_lr``): the lr at the minimum of the loss divided by 10
-  (fastai's "minimum / 10"): a decade short of where the loss stops falling, so well before the divergence;
-- ``lr`` (``optimizer.lr``, where the cycle starts with ``div_factor: null``): the lr of the steepest fall of the
-  loss against log lr on the way down to the minimum (torch-lr-finder's suggestion), but at most ``max_lr / 4``:
-  Smith's cyclical-rate rule puts the lower bound 3 to 4 times below the upper one, so the cycle always climbs
-  (the 2021 fork's own test gave 6e-6 and 2.5e-5).
+- ``max_lr`` (OneCycle's peak, ``scheduler.scheduler.max_lr``): the later of the two usual readings of the curve,
+  its steepest fall against log lr (torch-lr-finder's suggestion) and a decade before its minimum (fastai's
+  "minimum / 10"). Both are lrs at which the loss still falls, before the minimum and so before the divergence; the
+  steepest fall can lie far below the minimum on a long gentle curve, and minimum / 10 before the fall on a sharp
+  one, so taking the later keeps the cycle's peak where training is fast;
+- ``lr`` (``optimizer.lr``, where the cycle starts with ``div_factor: null``): ``max_lr / 4``, Smith's rule for
+  cyclical rates (the lower bound 3 to 4 times below the upper; the 2021 fork's own test gave 6e-6 and 2.5e-5).
 
 So lr < max_lr < the lr of the minimum < the lr at which the loss diverged. The plot (``lr_finder.png``) shows the
 loss on a log lr axis with both suggestions marked; its y axis runs from the minimum to the highest loss before it,
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: ``max_lr`` is the lr at the loss minimum divided by this (fastai's "minimum / 10")
+#: one reading of ``max_lr``: the lr at the loss minimum divided by this (fastai's "minimum / 10")
 MIN_TO_MAX_LR = 10.0
-#: ``lr`` is at most ``max_lr`` divided by this (Smith: the lower bound 3 to 4 times below the upper)
+#: ``lr`` is ``max_lr`` divided by this (Smith: the lower bound of a cycle 3 to 4 times below the upper)
 MAX_TO_LR = 4.0
 
 
@@ -118,8 +119,7 @@ class LossOnly(nn.Module):
 def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:
     """``(lr, max_lr)`` from a range test's (smoothed) loss curve; see the module's docstring for the rule.
 
-    Non-finite losses are left out. Logs a warning when the loss was lowest within a decade of the first lr tried
-    (the suggestions then fall below the range tested).
+    Non-finite losses are left out. Logs a warning when the suggested lr lies below the range tested.
 
     Raises:
         ValueError: fewer than 3 points, or fewer than 2 finite losses (naming the setting to change).
@@ -132,17 +132,17 @@ def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float
     lrs_f = [p[0] for p in finite]
     losses_f = [p[1] for p in finite]
     lowest = min(range(len(losses_f)), key=losses_f.__getitem__)
-    max_lr = lrs_f[lowest] / MIN_TO_MAX_LR
     # the steepest fall of loss against log lr, on the way down to the minimum (a fall after it is the divergence's)
     descent = range(max(lowest, 1))
     slopes = {i: (losses_f[i + 1] - losses_f[i]) / (math.log(lrs_f[i + 1]) - math.log(lrs_f[i])) for i in descent}
     steepest = lrs_f[min(slopes, key=slopes.__getitem__)]
-    lr = min(steepest, max_lr / MAX_TO_LR)
-    if max_lr < lrs_f[0]:
+    max_lr = max(steepest, lrs_f[lowest] / MIN_TO_MAX_LR)
+    lr = max_lr / MAX_TO_LR
+    if lr < lrs_f[0]:
         logger.warning(
-            "the loss was lowest at lr %.3g, within a decade of the first lr tried (%.3g): the suggestions lie below "
-            "the range tested; lower lr_finder.start_lr to see where the loss starts to fall",
-            lrs_f[lowest],
+            "the suggested lr %.3g lies below the first lr tried (%.3g): the loss fell from the start of the range "
+            "or never fell; lower lr_finder.start_lr to see where it starts to fall",
+            lr,
             lrs_f[0],
         )
     return lr, max_lr
@@ -151,8 +151,8 @@ def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float
 def loss_axis_limits(losses: Sequence[float]) -> tuple[float, float]:
     """The y range of the plot: from the lowest loss to the highest one recorded before it, with a margin.
 
-    The diverged tail (losses that climb above where the curve started) is left above the top, so the fall that
-    the suggestions are read from fills the plot instead of a flat line under the divergence's spike.
+    The diverged tail (losses after the minimum that climb above everything before it) is left above the top, so
+    the fall the suggestions are read from fills the plot instead of a flat line under the divergence's spike.
     """
     finite = [loss for loss in losses if math.isfinite(loss)]
     if not finite:
@@ -163,11 +163,13 @@ def loss_axis_limits(losses: Sequence[float]) -> tuple[float, float]:
     return bottom - margin, top + margin
 
 
-def diverged_from(lrs: Sequence[float], losses: Sequence[float], top: float) -> float | None:
-    """The first lr after the loss minimum whose loss is above ``top`` or not finite (None: the curve stays below)."""
+def leaves_chart_after(lrs: Sequence[float], losses: Sequence[float], top: float) -> float | None:
+    """The lr of the last point before the curve, past its minimum, climbs above ``top`` or stops being finite (None:
+    it stays on the chart)."""
     finite = [loss if math.isfinite(loss) else math.inf for loss in losses]
     lowest = min(range(len(finite)), key=finite.__getitem__)
-    return next((lr for lr, loss in zip(lrs[lowest:], finite[lowest:], strict=True) if loss > top), None)
+    above = next((i for i in range(lowest, len(finite)) if finite[i] > top), None)
+    return None if above is None else lrs[above - 1]
 
 
 def plot_range_test(lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> Figure:
@@ -186,9 +188,10 @@ def plot_range_test(lrs: Sequence[float], losses: Sequence[float], lr: float, ma
     ax.set_ylabel("training loss (smoothed)")
     ax.axvline(lr, color="tab:green", linestyle="--", label=f"lr {lr:.2e} (optimizer.lr)")
     ax.axvline(max_lr, color="tab:red", linestyle="--", label=f"max_lr {max_lr:.2e} (OneCycle)")
-    diverged = diverged_from(lrs, losses, top)
-    if diverged is not None:
-        ax.axvspan(diverged, max(lrs), color="tab:gray", alpha=0.15, label=f"off the chart from {diverged:.2e}")
+    last_on_chart = leaves_chart_after(lrs, losses, top)
+    if last_on_chart is not None:  # the divergence, shaded
+        label = f"off the chart after {last_on_chart:.2e}"
+        ax.axvspan(last_on_chart, max(lrs), color="tab:gray", alpha=0.15, label=label)
     ax.legend()
     fig.tight_layout()
     return fig

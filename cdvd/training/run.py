@@ -13,10 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cdvd.checkpoints import CheckpointError, load_model, save_original
-from cdvd.errors import DataError
-from cdvd.training.checks import ConfigError, check_training_config, user_error_of
+from cdvd.errors import ConfigError, DataError, UserError
+from cdvd.training.checks import check_training_config, user_error_of
 from cdvd.training.resume import clean_checkpoint_folder
-from cdvd.training.tracking import check_logger_packages, check_logger_stores, log_final_hparams, register_resolvers
+from cdvd.training.tracking import (
+    check_logger_packages,
+    check_logger_stores,
+    log_best_checkpoint,
+    log_final_hparams,
+    log_start_hparams,
+    register_resolvers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,8 @@ def check_config(cfg: DictConfig) -> None:
     check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/training/checks.py)
     try:
         check_logger_packages(cfg.get("logger"))
-        check_logger_stores(cfg.get("logger"))  # before training: MLflow itself retries an unwritable store for minutes
+        # before training: MLflow itself retries an unwritable store for minutes, refuses a bad tag once started
+        check_logger_stores(cfg.get("logger"), cfg.get("tags"))
     except ValueError as err:
         raise ConfigError(str(err)) from err
     for key in ("pretrained", "flow_pretrained"):
@@ -44,11 +52,29 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key}={path}: file not found")
 
 
-def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a mapping of ``_target_`` configs (callbacks, loggers)."""
+def build_part(key: str, node: Any, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` for the config at ``key`` (``trainer``, ``logger.mlflow``...); what its class
+    refuses (``trainer.precision=bogus``) is one :class:`ConfigError` naming ``key`` and the innermost reason. The
+    key is known here, where the part is built: no library message is parsed to find it."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        found = user_error_of(err, (UserError,))
+        if found is not None:
+            raise found from None
+        cause: BaseException = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ConfigError(f"bad setting {key}: {cause}") from err
+
+
+def instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
+    """Instantiate every entry of a mapping of ``_target_`` configs (callbacks, loggers) of config group ``group``."""
     if not cfg:
         return []
-    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+    return [
+        build_part(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry
+    ]
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -88,13 +114,13 @@ def quiet_lightning_adverts() -> None:
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """The data module, the LightningModule and the trainer of a composed config."""
     quiet_lightning_adverts()
-    datamodule = instantiate(cfg.data)
+    datamodule = build_part("data", cfg.data)
     model = build_module(cfg)
-    loggers = instantiate_dict(cfg.get("logger"))
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     if not loggers:  # nothing to log the learning rate to (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_part("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
 
@@ -106,12 +132,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     clean_checkpoint_folder(trainer)  # partial checkpoint files of killed runs (cdvd/training/resume.py)
-    for lg in trainer.loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_start_hparams(trainer.loggers, cfg)  # TensorBoard: the main settings; MLflow: also config.yaml
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     log_final_hparams(trainer.loggers, cfg, metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    log_best_checkpoint(trainer.loggers, best)  # an MLflow run keeps it as an artifact
     if best and cfg.get("export_original") and trainer.is_global_zero:
         exported = Path(best).with_suffix(".pt")
         save_original(load_model(best), exported)

@@ -1,4 +1,6 @@
-"""Experiment tracking: the metric a sweep optimises, run names from overrides, and TensorBoard's HParams summary."""
+"""Experiment tracking: the metric a sweep optimises, run names from the overrides that matter, the settings
+TensorBoard's HParams tab compares, and what an MLflow run keeps (the config's tags, the composed config and the
+best checkpoint as artifacts)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,22 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cdvd.atomic import unwritable_reason
 from cdvd.errors import ConfigError
 from cdvd.training.resume import register_resolvers as register_resume_resolvers
 
+if TYPE_CHECKING:  # Hydra's parser and Lightning load on first use: every command line reads the resolvers here
+    from hydra.core.override_parser.types import Override
+
 logger = logging.getLogger(__name__)
+
+#: overrides of these config groups never name a run nor count among its hyper-parameters: Hydra's own settings,
+#: the loggers (how the run is watched, not what it computes) and the output paths
+OUTSIDE_THE_RUN = ("hydra", "logger", "paths")
 
 # the longest run name (folder names stay under the 255 bytes file systems allow; longer names are cut and hashed)
 MAX_RUN_NAME = 200
@@ -54,15 +63,39 @@ def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None
     return float(metrics[name])
 
 
-def run_name(num: Any, overrides: str) -> str:
-    """A folder-safe run name from the job number and Hydra's ``override_dirname``.
+def overrides_that_matter(overrides: Iterable[str], left_out: Iterable[str] = ()) -> list[Override]:
+    """The command line's overrides that change what a run computes, sorted as Hydra's ``override_dirname`` sorts.
 
-    ``3`` and ``optimizer.lr=0.0003,seed=1`` give ``3_optimizer.lr=0.0003,seed=1``. Path separators and other
-    characters a folder name should not hold become ``_``; a name longer than :data:`MAX_RUN_NAME` is cut and ends
-    with a hash of the whole, so two runs never share a name. Registered as the OmegaConf resolver
-    ``cdvd_run_name`` (``hydra.sweep.subdir``, the MLflow and W&B run names).
+    Left out: overrides of :data:`OUTSIDE_THE_RUN` (Hydra's own settings, the loggers, the output paths) and of the
+    keys in ``left_out`` (``hydra.job.config.override_dirname.exclude_keys``: the data's and the checkpoints' paths).
     """
-    name = f"{num}_{overrides}" if overrides else str(num)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    skip = {str(key) for key in left_out}
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    kept = [
+        o for o in parsed if o.key_or_group not in skip and re.split(r"[./]", o.key_or_group)[0] not in OUTSIDE_THE_RUN
+    ]
+    return sorted(kept, key=lambda o: o.input_line or "")
+
+
+def run_name(num: Any, overrides: Iterable[str] | str, left_out: Iterable[str] = ()) -> str | None:
+    """A folder-safe run name from the job number and the overrides that matter (:func:`overrides_that_matter`).
+
+    Job ``3`` of a sweep with ``optimizer.lr=0.0003 seed=1 logger=mlflow`` is ``3_optimizer.lr=0.0003,seed=1``; a
+    single run (no job number) is ``optimizer.lr=0.0003,seed=1``, and one without such overrides gets no name
+    (None: the tracker names it). A string is taken as overrides already chosen (Hydra's ``override_dirname``).
+    Characters a folder name should not hold become ``_``; a name longer than :data:`MAX_RUN_NAME` is cut and ends
+    with a hash of the whole, so two runs never share a name. Registered as the OmegaConf resolver ``cdvd_run_name``
+    (``hydra.sweep.subdir``, the MLflow and W&B run names).
+    """
+    if isinstance(overrides, str):
+        text = overrides
+    else:
+        text = ",".join(o.input_line or "" for o in overrides_that_matter(overrides, left_out))
+    name = "_".join(part for part in ("" if num is None else str(num), text) if part)
+    if not name:
+        return None
     name = re.sub(r"[^A-Za-z0-9._=,+\-~@]", "_", name)
     if len(name) > MAX_RUN_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -70,8 +103,17 @@ def run_name(num: Any, overrides: str) -> str:
     return name
 
 
+def mlflow_tags(tags: Any) -> dict[str, str]:
+    """The config's ``tags`` (a list of labels, as W&B takes them) as MLflow run tags: each label a tag with an empty
+    value (MLflow's tags are name-value pairs)."""
+    if not tags:
+        return {}
+    labels = [tags] if isinstance(tags, str) else list(tags)
+    return {str(label): "" for label in labels}
+
+
 def register_resolvers() -> None:
-    """Register ``${cdvd_run_name:num,overrides}`` with OmegaConf (idempotent; every console script and
+    """Register ``${cdvd_run_name:num,overrides,left_out}`` with OmegaConf (idempotent; every console script and
     :func:`cdvd.training.run.train` call it)."""
     if not OmegaConf.has_resolver("cdvd_run_name"):
         OmegaConf.register_new_resolver("cdvd_run_name", run_name)
@@ -114,18 +156,35 @@ def _store_problem(path: Path, *, database: bool) -> str | None:
     return unwritable_reason(folder)
 
 
-def check_logger_stores(logger_cfg: Mapping[str, Any] | None) -> None:
+def _check_mlflow_tags(key: str, tags: Mapping[str, Any]) -> None:
+    """MLflow's own check of tag names (the config's ``tags``), as one :class:`ConfigError`."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.validation import _validate_tag_name
+    except ImportError:  # MLflow's own check moved: MLflow still refuses a bad name when the run starts
+        return
+    for name in tags or {}:
+        try:
+            _validate_tag_name(str(name))
+        except MlflowException as err:
+            reason = str(err.message).partition("supplied: ")[2] or str(err.message)
+            raise ConfigError(f"tags: {name!r} is not a tag name MLflow takes (logger.{key}): {reason}") from None
+
+
+def check_logger_stores(logger_cfg: Mapping[str, Any] | None, tags: Any = None) -> None:
     """Refuse, before training, an MLflow tracking store that cannot be written (MLflow itself retries for minutes).
 
     A ``sqlite:///`` store must be a writable file or one that can be made in an existing writable folder; a local
     file store (a path or ``file:`` URI) must be in a writable place. Servers (``http://``...) are not checked.
+    The config's ``tags`` must be names MLflow takes (it would refuse them only once the run has started).
 
     Raises:
-        ConfigError: naming ``logger.<name>.tracking_uri`` and the place.
+        ConfigError: naming ``logger.<name>.tracking_uri`` and the place, or the tag.
     """
     for key, entry in (logger_cfg or {}).items():
         if not isinstance(entry, Mapping) or "MLFlowLogger" not in str(entry.get("_target_", "")):
             continue
+        _check_mlflow_tags(key, mlflow_tags(tags))
         uri = entry.get("tracking_uri")
         if not uri:
             continue
@@ -145,6 +204,110 @@ def check_logger_stores(logger_cfg: Mapping[str, Any] | None) -> None:
             raise ConfigError(f"logger.{key}.tracking_uri={uri}: {problem}; choose a writable place")
 
 
+#: the settings TensorBoard's HParams tab compares for every run, beside the run's own overrides (absent or null
+#: ones are left out): the model's size, the optimisation, the batch, the precision and the seed
+MAIN_SETTINGS = (
+    "seed",
+    "model.net.n_feat",
+    "model.net.n_resblock",
+    "model.flow_lr_scale",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "scheduler.scheduler.max_lr",
+    "data.batch_size",
+    "data.patch_size",
+    "data.clip_length",
+    "trainer.precision",
+    "trainer.max_epochs",
+    "trainer.accumulate_grad_batches",
+)
+#: config groups named in the HParams table by their choice (``optimizer: adamw``); without Hydra, by the class
+#: they build (``optimizer: AdamW``), where they build one
+NAMED_GROUPS = {
+    "experiment": None,
+    "data": None,
+    "model": None,
+    "loss": "loss._target_",
+    "optimizer": "optimizer._target_",
+    "scheduler": "scheduler.scheduler._target_",
+}
+
+
+def _hydra_run() -> tuple[list[str], list[str], dict[str, Any]]:
+    """This job's command-line overrides, Hydra's ``exclude_keys`` and its group choices (empty without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [], [], {}
+    hydra_cfg = HydraConfig.get()
+    left_out = list(hydra_cfg.job.config.override_dirname.exclude_keys or [])
+    return list(hydra_cfg.overrides.task), left_out, dict(hydra_cfg.runtime.choices)
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+def main_hparams(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The few settings a run is compared by: :data:`MAIN_SETTINGS`, the :data:`NAMED_GROUPS` and every override
+    that matters (:func:`overrides_that_matter`), flat, with ``/`` between levels (``optimizer/lr``) as MLflow's
+    parameters; no ``_target_`` entries, no paths."""
+    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(dict(config))
+    overrides, left_out, choices = _hydra_run()
+    params: dict[str, Any] = {}
+    for group, target in NAMED_GROUPS.items():
+        choice = choices.get(group)
+        if choice is None and target is not None:
+            built = OmegaConf.select(cfg, target)
+            choice = str(built).rsplit(".", 1)[-1] if built else "none"
+        if choice is not None:
+            params[group] = str(choice)
+    for key in MAIN_SETTINGS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            params[key.replace(".", "/")] = _plain(value)
+    for override in overrides_that_matter(overrides, left_out):
+        if override.is_delete():
+            continue
+        key = override.key_or_group
+        value = OmegaConf.select(cfg, key)
+        if value is None or isinstance(value, DictConfig | ListConfig):  # a group's choice, a list, a null
+            value = choices.get(key, override.get_value_element_as_str())
+        params[key.replace(".", "/")] = _plain(value)
+    return params
+
+
+def log_start_hparams(loggers: Iterable[Any], config: DictConfig) -> None:
+    """The run's hyper-parameters when it starts: TensorBoard gets :func:`main_hparams` (its HParams table compares
+    runs by them), the other loggers the whole resolved config; an MLflow run also gets the config's ``tags``
+    (:func:`mlflow_tags`) and keeps the composed config as its artifact ``config.yaml`` (as ``.hydra/config.yaml``)."""
+    from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
+
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(main_hparams(config))
+        else:
+            lg.log_hyperparams(_hparams_of(config))
+        if isinstance(lg, MLFlowLogger) and lg.run_id is not None:  # None on the other ranks of a DDP run
+            for name, value in mlflow_tags(config.get("tags")).items():
+                lg.experiment.set_tag(lg.run_id, name, value)
+            lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(config), "config.yaml")
+
+
+def log_best_checkpoint(loggers: Iterable[Any], best: str | os.PathLike | None) -> None:
+    """At the end of fit, the best checkpoint as an artifact of every MLflow run (``checkpoints/<file>.ckpt``).
+
+    Left to Lightning where the logger's ``log_model`` is on (it then logs its checkpoints itself)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    if not best:
+        return
+    for lg in loggers:
+        if isinstance(lg, MLFlowLogger) and not getattr(lg, "_log_model", False) and lg.run_id is not None:
+            lg.experiment.log_artifact(lg.run_id, str(best), "checkpoints")
+            logger.info("best checkpoint logged to MLflow run %s", lg.run_id)
+
+
 def _hparams_of(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config, DictConfig):
         # the hydra node is absent from a job's config; everything else resolves
@@ -157,7 +320,7 @@ def log_final_hparams(
 ) -> None:
     """Write the run's hyper-parameters with its final metrics for TensorBoard's HParams tab.
 
-    Every TensorBoard logger gets an HParams summary (the flattened config) whose metrics are the final values under
+    Every TensorBoard logger gets an HParams summary (:func:`main_hparams`) whose metrics are the final values under
     ``hp/<name>`` (``hp/val/psnr_best`` ...), so runs compare in one table; NaN or infinite values are left out.
     Other loggers are not touched (they record the hyper-parameters when the run starts).
 
@@ -172,6 +335,6 @@ def log_final_hparams(
     if not tensorboards:
         return
     final = {f"hp/{k}": float(v) for k, v in metrics.items() if k.startswith("val/") and math.isfinite(float(v))}
-    params = _hparams_of(config)
+    params = main_hparams(config)
     for lg in tensorboards:
         lg.log_hyperparams(params, metrics=final)

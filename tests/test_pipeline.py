@@ -1,0 +1,88 @@
+"""The one deblurring pipeline: ``cdvd.deblur`` from Python gives what ``cdvd-deblur`` writes, and every tool's
+settings reach it the same way."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.cli import console_script
+from helpers.data import tiny_checkpoint
+
+import cdvd
+from cdvd.data.io import list_frames, read_rgb, write_rgb
+from cdvd.errors import ConfigError
+from cdvd.inference.pipeline import default_settings, settings_from
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def _frames(folder: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_rgb(folder / f"{i:05d}.png", rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8))
+    return folder
+
+
+def test_the_python_function_writes_what_the_command_line_writes(tmp_path: Path, checkpoint: Path) -> None:
+    clip = _frames(tmp_path / "in" / "clip", 6)
+    seen: list[tuple[str, int, int | None]] = []
+    result = cdvd.deblur(
+        clip,
+        tmp_path / "py",
+        checkpoint,
+        device="cpu",
+        precision="fp32",
+        progress=False,
+        on_frame=lambda *a: seen.append(a),
+    )
+    assert result.written == 6 and result.skipped == 0 and result.output == tmp_path / "py"
+    assert seen == [("clip", done, 6) for done in range(1, 7)]  # progress for a page or a notebook
+    done = subprocess.run(
+        [console_script("cdvd-deblur"), f"input={clip}", "output=cli", f"checkpoint={checkpoint}", "device=cpu"]
+        + ["precision=fp32", "progress=false"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    ours, theirs = list_frames(tmp_path / "py" / "clip"), list_frames(tmp_path / "cli" / "clip")
+    assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == 6
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.array_equal(read_rgb(a), read_rgb(b))
+    # a rerun resumes (nothing to do), as the command line's does
+    again = cdvd.deblur(clip, tmp_path / "py", checkpoint, device="cpu", precision="fp32", progress=False)
+    assert again.written == 0 and again.skipped == 6
+
+
+def test_settings_come_from_the_yaml_and_are_checked_by_their_owners(tmp_path: Path) -> None:
+    defaults = default_settings()
+    assert defaults["precision"] == "auto" and defaults["tile"] == {"size": None, "overlap": 64}
+    assert "hydra" not in defaults and "defaults" not in defaults
+    with pytest.raises(ConfigError, match="unknown setting.*precison"):
+        settings_from(input="x", output="y", checkpoint="z", precison="fp32")
+    with pytest.raises(ConfigError, match="tile"):
+        settings_from(input="x", output="y", checkpoint="z", tile={"size": 8, "overlap": 8})
+
+
+def test_mistakes_through_the_function_are_user_errors_naming_the_setting(tmp_path: Path, checkpoint: Path) -> None:
+    clip = _frames(tmp_path / "clip", 3)
+    cases = [
+        (dict(input=tmp_path / "nope"), "input not found"),
+        (dict(precision="fp8"), "precision=fp8"),
+        (dict(backend="tensorrt"), "backend=tensorrt"),
+        (dict(corr_backend="foo"), "corr_backend=foo"),
+        (dict(num_shards=2, shard=2), "shard"),
+        (dict(checkpoint=tmp_path / "missing.pt"), "checkpoint not found"),
+    ]
+    for overrides, needle in cases:
+        args = {"input": clip, "output": tmp_path / "out", "checkpoint": checkpoint, "progress": False, **overrides}
+        with pytest.raises(cdvd.errors.UserError, match=needle):
+            cdvd.deblur(**args)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
