@@ -51,6 +51,11 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
 
 
+def clip_name(clip: Path) -> str:
+    """A shipped clip's name (its folder under ``tests/fixtures/real``), or the folder's name."""
+    return clip.relative_to(REAL).parts[0] if clip.is_relative_to(REAL) else clip.name
+
+
 def clip_row(clip: Path, checkpoint: Path, work: Path, scale: int) -> tuple[np.ndarray, str]:
     """Deblur ``clip`` (a folder of frames) and picture its middle frame: the strip and a line saying what it is."""
     output = work / clip.name
@@ -61,8 +66,8 @@ def clip_row(clip: Path, checkpoint: Path, work: Path, scale: int) -> tuple[np.n
     deblurred = read_rgb(output / clip.name / f"{middle.stem}.png")
     before, after = sharpness(blurry), sharpness(deblurred)
     panels = [
-        (f"blurry ({clip.name[:18]})\nsharpness {before:.0f}", enlarge(blurry, scale)),
-        (f"deblurred\nsharpness {after:.0f}", enlarge(deblurred, scale)),
+        (f"blurry ({clip_name(clip)})\nsharpness {before:.1f}", enlarge(blurry, scale)),
+        (f"deblurred\nsharpness {after:.1f}", enlarge(deblurred, scale)),
     ]
     line = f"{middle.relative_to(ROOT)} ({len(frames)} frames deblurred): sharpness {before:.1f} -> {after:.1f}"
     return labelled_strip(panels, separator=SEPARATOR), line

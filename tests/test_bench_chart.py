@@ -14,7 +14,7 @@ TABLE = """Machine: Test CPU, 2 cores (flags: avx2), torch 0, no GPU
 | benchmark | setting | figure |
 |---|---|---|
 | model (bench_model.py) | forward, batch 1, 256x256, fp32 | 4.58 s, 693 GFLOP, 151 GFLOP/s, peak RSS 805 MiB |
-| deblur (`bench_deblur.py`) | 1280x720, streaming / per-window | **29.5 s/frame** / 63.3 s/frame (2.15x), peak RSS 2.4 / 6.4 GiB |
+| deblur (`bench_deblur.py`) | 1280x720, streaming / per-window | **29.5 s/frame** / 63.3 s/frame (2.15x), RSS 2.4 GiB |
 | deblur (bench_deblur.py) | streaming vs per-window, 640x360 | 2.01x |
 | data (bench_data.py) | 1280x720 PNG, patch 256, 0 / 2 workers, no cache | 6.1 / 11.3 clips/s |
 

@@ -106,7 +106,7 @@ def test_pictures_replace_only_their_own_files(tmp_path: Path) -> None:
     worst = tmp_path / "metrics_worst.png"
     write_rgb(worst, np.zeros((4, 4, 3), np.uint8))  # a user's picture under that name
     mine = worst.read_bytes()
-    with pytest.raises(ConfigError, match="metrics_worst.png exists and is not one cdvd-eval wrote"):
+    with pytest.raises(ConfigError, match="metrics_worst.png exists and is not a cdvd-eval picture"):
         run_eval(eval_config(output, f"results={results}", f"gt={gt}"))
     assert worst.read_bytes() == mine and not output.exists()  # refused before the work
 

@@ -143,3 +143,14 @@ def test_importing_the_errors_loads_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True"]
+
+
+def test_the_wheel_ships_every_package() -> None:
+    """Every folder of ``cdvd/`` with an ``__init__.py`` is listed in pyproject's packages: an installed wheel (not an
+    editable checkout) otherwise lacks it, and its tools fail at import."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    folders = {_module_name(init) for init in PACKAGE.rglob("__init__.py") if "configs" not in init.parts}
+    assert folders <= listed, f"packages missing from pyproject.toml: {sorted(folders - listed)}"

@@ -93,9 +93,12 @@ def check_report_destination(settings: EvalSettings) -> None:
     csv_path = json_path.with_suffix(".csv")
     if json_path == csv_path:
         raise ConfigError(f"output={json_path}: the report is JSON, with its CSV beside it: pass output=NAME.json")
-    checks: list[tuple[Path, Callable[[Path], bool]]] = [(json_path, is_eval_report), (csv_path, is_eval_csv)]
-    checks += [(path, is_eval_picture) for path in settings.picture_paths().values()]
-    for path, is_ours in checks:
+    checks: list[tuple[Path, Callable[[Path], bool], str]] = [
+        (json_path, is_eval_report, "report"),
+        (csv_path, is_eval_csv, "report"),
+    ]
+    checks += [(path, is_eval_picture, "picture") for path in settings.picture_paths().values()]
+    for path, is_ours, what in checks:
         if not path.exists() and not path.is_symlink():
             continue
         kind = "a folder" if path.is_dir() else special_kind(path)
@@ -103,7 +106,7 @@ def check_report_destination(settings: EvalSettings) -> None:
             raise ConfigError(f"output={json_path}: {path} is {kind}; pass output=FILE.json elsewhere")
         if not settings.overwrite and not is_ours(path):
             raise ConfigError(
-                f"output={json_path}: {path} exists and is not one cdvd-eval wrote: "
+                f"output={json_path}: {path} exists and is not a cdvd-eval {what}: "
                 "pass another output=, or overwrite=true to replace it"
             )
     check_writable_place(json_path.parent, "output", json_path)

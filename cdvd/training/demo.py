@@ -22,7 +22,7 @@ from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.data.synthetic import synthesize
 from cdvd.errors import ConfigError, check_count
 from cdvd.evaluation.metrics import psnr_uint8
-from cdvd.evaluation.pictures import labelled_strip
+from cdvd.evaluation.pictures import comparison_strip
 from cdvd.evaluation.scoring import evaluate_pairs
 from cdvd.hardware import cpu_flags, cpu_has_native_bf16
 from cdvd.inference.pipeline import deblur_with, settings_from
@@ -46,8 +46,8 @@ def write_comparison(blurry: Path, deblurred: Path, gt: Path, path: Path) -> Pat
     middle = len(frames["gt"]) // 2
     images = {name: read_rgb(paths[middle]) for name, paths in frames.items()}
     sharp = images.pop("gt")
-    panels = [(f"{name}\n{psnr_uint8(image, sharp):.2f} dB", image) for name, image in images.items()]
-    write_rgb(path, labelled_strip([*panels, ("sharp", sharp)], separator=4, background=0))
+    scored = [(name, image, psnr_uint8(image, sharp)) for name, image in images.items()]
+    write_rgb(path, comparison_strip(scored, sharp))  # the strip cdvd-eval pictures=true writes
     return path
 
 
