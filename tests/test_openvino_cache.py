@@ -28,6 +28,7 @@ from cdvd.runtime import default_cache_dir, resolve_cache_dir
 openvino = pytest.importorskip("openvino", reason="backend=openvino needs the optional extra cdvd[openvino]")
 from cdvd.backends import openvino as ov_backend  # noqa: E402 - only with openvino installed
 from cdvd.backends.openvino import OpenVINOStage, compiled_key, conversion_key  # noqa: E402
+from cdvd.inference.engine import VideoDeblurrer  # noqa: E402
 
 SIZE = (32, 48)
 AVX512_WITHOUT_BF16 = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
@@ -260,9 +261,11 @@ def test_bf16_without_native_support_compiles_f32_and_says_so(
 ) -> None:
     monkeypatch.setattr(hardware, "cpu_flags", lambda: AVX512_WITHOUT_BF16)  # AVX-512, no AVX-512 BF16, no AMX
     with caplog.at_level(logging.WARNING):
-        stage = OpenVINOStage(model, precision="bf16")
+        # through the engine, as cdvd-deblur backend=openvino precision=bf16 goes: it resolves the precision once
+        deblurrer = VideoDeblurrer(model, device="cpu", precision="bf16", backend="openvino")
+        stage = deblurrer._stage_function().__self__  # the OpenVINOStage it builds, with the resolved precision
         stage(frames())
-    assert stage.precision == "fp32" and stage.inference_precision(*SIZE) == "f32"
+    assert deblurrer.precision == "fp32" and stage.precision == "fp32" and stage.inference_precision(*SIZE) == "f32"
     [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "precision=bf16" in line and "running fp32 instead" in line
 
