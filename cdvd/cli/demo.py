@@ -5,7 +5,7 @@ with a residual output) for a fixed number of steps, deblurs a held-out syntheti
 input vs deblurred output (PSNR, SSIM), with the paths of the frames, the checkpoint and the TensorBoard logs, and
 writes ``comparison.png`` (the clip's middle frame: blurry | deblurred | sharp, each labelled with its PSNR).
 
-    cdvd-demo                         # 6-7 minutes on 2 CPU cores; a GPU is used when present
+    cdvd-demo                         # 3 to 7 minutes on 2 CPU cores (README); a GPU is used when present
     cdvd-demo steps=80                # shorter (a smaller gain)
     cdvd-demo precision=32-true       # fp32 training everywhere (auto: bf16-mixed on CPUs with native bf16)
     cdvd-demo 'train_overrides=["model.net.n_feat=16"]'
