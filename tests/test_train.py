@@ -212,6 +212,7 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides:
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path, tmp_path: Path) -> None:
     result = run_command(
         [
@@ -237,6 +238,7 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
     assert sorted(float(x) for x in lrs) == [1e-4, 3e-4]
 
 
+@pytest.mark.slow
 def test_ddp_cpu_trains_with_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     result = run_command(
         [*smoke_cli_args(tiny_dataset), "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
