@@ -14,6 +14,17 @@ from cdvd.data.io import write_rgb
 from cdvd.data.sources import VideoSource, shard_sources
 
 
+def three_videos(root: Path, seed: int) -> None:
+    """A tiny checkpoint and a folder-layout dataset ``data/val`` of three 5-frame videos (a, b, c) with their GT."""
+    tiny_checkpoint(root / "tiny.pt")
+    rng = np.random.default_rng(seed)
+    for video in ("a", "b", "c"):
+        for i in range(5):
+            gt = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            write_rgb(root / "data" / "val" / "blur" / video / f"{i:05d}.png", gt // 2 + 60)
+            write_rgb(root / "data" / "val" / "gt" / video / f"{i:05d}.png", gt)
+
+
 def test_shards_are_disjoint_complete_and_deterministic() -> None:
     sources = [VideoSource(f"v{i}", Path(f"v{i}"), []) for i in (3, 10, 1, 2, 20)]
     shards = [shard_sources(sources, 3, i) for i in range(3)]
@@ -27,13 +38,7 @@ def test_shards_are_disjoint_complete_and_deterministic() -> None:
 
 @pytest.mark.slow
 def test_a_multirun_over_shards_equals_one_process(tmp_path: Path) -> None:
-    tiny_checkpoint(tmp_path / "tiny.pt")
-    rng = np.random.default_rng(0)
-    for video in ("a", "b", "c"):
-        for i in range(5):
-            gt = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-            write_rgb(tmp_path / "data" / "val" / "blur" / video / f"{i:05d}.png", gt // 2 + 60)
-            write_rgb(tmp_path / "data" / "val" / "gt" / video / f"{i:05d}.png", gt)
+    three_videos(tmp_path, seed=0)
     common = ["device=cpu", "progress=false", "input=data", "split=val", "checkpoint=tiny.pt"]
     single = run_command([console_script("cdvd-deblur"), *common, "output=single"], tmp_path)
     assert single.returncode == 0, single.stderr
@@ -58,13 +63,7 @@ def test_a_multirun_over_shards_equals_one_process(tmp_path: Path) -> None:
 
 def test_eval_of_one_shard_scores_that_shards_videos_only(tmp_path: Path) -> None:
     """``cdvd-eval input=... num_shards=2 shard=0`` deblurs and scores the shard's videos, not every GT video."""
-    tiny_checkpoint(tmp_path / "tiny.pt")
-    rng = np.random.default_rng(1)
-    for video in ("a", "b", "c"):
-        for i in range(5):
-            gt = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-            write_rgb(tmp_path / "data" / "val" / "blur" / video / f"{i:05d}.png", gt // 2 + 60)
-            write_rgb(tmp_path / "data" / "val" / "gt" / video / f"{i:05d}.png", gt)
+    three_videos(tmp_path, seed=1)
     args = ["device=cpu", "progress=false", "input=data", "split=val", "checkpoint=tiny.pt", "num_shards=2"]
     for shard in (0, 1):
         result = run_command(

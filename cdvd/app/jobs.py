@@ -15,10 +15,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +27,9 @@ from cdvd.atomic import probe_writable
 from cdvd.data.io import IMAGE_EXTENSIONS, read_rgb
 from cdvd.errors import ConfigError, DataError, UserError, check_count, check_positive_number
 from cdvd.video import VIDEO_SUFFIXES, compare_path, read_video, read_video_frames
+
+if TYPE_CHECKING:  # the pipeline (torch) loads when a run starts, not when the page's rules are imported
+    from cdvd.inference.runner import FrameCallback
 
 logger = logging.getLogger(__name__)
 
@@ -232,10 +235,6 @@ class JobResult:
     engine: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     """What went wrong reading the input (a damaged video: the frames kept), in words."""
-
-
-#: ``on_frame(video, done, total)`` of :func:`cdvd.inference.pipeline.deblur`.
-FrameCallback = Callable[[str, int, "int | None"], None]
 
 
 def deblur_upload(

@@ -14,14 +14,15 @@ import os
 from types import ModuleType
 from typing import Any
 
+from cdvd import backends, hardware
 from cdvd.app.jobs import AppSettings, FrameClock, JobResult, deblur_upload, frame_pair, progress_line
 from cdvd.errors import ConfigError, UserError, user_message
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ["auto", "cpu", "cuda"]
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
-BACKENDS = ["torch", "openvino"]
+PRECISIONS = list(hardware.PRECISIONS)
+BACKENDS = list(backends.BACKENDS)
 INSTALL_HINT = "pip install 'cdvd[app]'"
 
 

@@ -40,7 +40,7 @@ from cdvd.evaluation.protocol import (
 )
 from cdvd.evaluation.scoring import check_something_scored, evaluate_pairs
 from cdvd.fingerprint import file_sha256
-from cdvd.inference.pipeline import deblur_with
+from cdvd.inference.pipeline import check_input, deblur_with
 from cdvd.inference.settings import EvalSettings, check_run_paths
 
 logger = logging.getLogger(__name__)
@@ -218,8 +218,8 @@ def write_pictures(
         path = paths[which]
         data = encode_png(_picture(frame, pairs, sources, border), dict([REPORT_MARK]))
         try:
-            with atomic_destination(path) as tmp, open(tmp, "wb") as handle:
-                handle.write(data)
+            with atomic_destination(path) as tmp:
+                tmp.write_bytes(data)
         except OSError as err:
             raise DataError(f"cannot write {path}: {err.strerror or err}") from err
         psnr = frame.psnr if math.isfinite(frame.psnr) else str(frame.psnr)
@@ -230,9 +230,7 @@ def write_pictures(
 
 def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
     """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
-    input_path = Path(settings.input or "")
-    if not input_path.exists():
-        raise ConfigError(f"input not found: {input_path} (pass input=PATH of blurry videos or a dataset root)")
+    input_path = check_input(settings)  # the pipeline's own check, before looking for ground truth beside it
     if not settings.checkpoint:
         raise ConfigError("input= needs a checkpoint to deblur with: pass checkpoint=PATH (or results=DIR)")
     gt_videos = None

@@ -19,21 +19,17 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cdvd.data.sources import VideoSource, discover_sources, shard_sources
 from cdvd.errors import ConfigError
-from cdvd.inference.runner import VideoReport, is_video_output, plan_videos, run_plans
+from cdvd.inference.runner import FrameCallback, VideoReport, is_video_output, plan_videos, run_plans
 from cdvd.inference.settings import DeblurSettings, build_deblurrer, check_run_paths, deblur_settings
 from cdvd.runtime import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
-
-#: ``on_frame(video, done, total)``: called after each frame is written (``total`` is None where unknown).
-FrameCallback = Callable[[str, int, "int | None"], None]
 
 
 @dataclass

@@ -23,6 +23,9 @@ from cdvd.video import OUTPUT_FORMATS, FrameTap, compare_path, is_video_path, ou
 
 logger = logging.getLogger(__name__)
 
+#: ``on_frame(video, done, total)``: called after each frame written (``total``: the frames to compute, or None).
+FrameCallback = Callable[[str, int, "int | None"], None]
+
 #: Input frames the runner remembers while the engine works a few frames behind the reader (it needs 3).
 TAP_FRAMES = 8
 
@@ -278,9 +281,7 @@ def _summary(report: VideoReport) -> None:
         logger.info("%s", line)
 
 
-def _advance(
-    bar: Any, task: Any, name: str, total: int | None, on_frame: Callable[[str, int, int | None], None] | None
-) -> Callable[[], None]:
+def _advance(bar: Any, task: Any, name: str, total: int | None, on_frame: FrameCallback | None) -> Callable[[], None]:
     """What each written frame moves: the terminal's bar and/or the caller's ``on_frame``."""
     done = 0
 
@@ -300,7 +301,7 @@ def run_plans(
     plans: Sequence[VideoPlan],
     *,
     progress: bool = True,
-    on_frame: Callable[[str, int, int | None], None] | None = None,
+    on_frame: FrameCallback | None = None,
 ) -> list[VideoReport]:
     """Deblur every planned video into its sink; one :class:`VideoReport` per video.
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
@@ -36,7 +35,7 @@ from cdvd.atomic import atomic_destination
 from cdvd.errors import ConfigError, check_count, check_positive_number
 from cdvd.hardware import resolve_device
 from cdvd.training.module import build_param_groups
-from cdvd.training.run import build_module, check_config
+from cdvd.training.run import build_module, build_part, check_config
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -228,7 +227,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"lr_finder.device={settings.device}: {err}") from err
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_part("data", cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg)
     groups = build_param_groups(module.net, float(settings.start_lr), float(cfg.model.flow_lr_scale))

@@ -167,8 +167,7 @@ def _check_mlflow_tags(key: str, tags: Mapping[str, Any]) -> None:
         try:
             _validate_tag_name(str(name))
         except MlflowException as err:
-            reason = str(err.message).partition("supplied: ")[2] or str(err.message)
-            raise ConfigError(f"tags: {name!r} is not a tag name MLflow takes (logger.{key}): {reason}") from None
+            raise ConfigError(f"tags: {name!r} is not a tag name MLflow takes (logger.{key}): {err.message}") from None
 
 
 def check_logger_stores(logger_cfg: Mapping[str, Any] | None, tags: Any = None) -> None:
