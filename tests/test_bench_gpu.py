@@ -40,6 +40,7 @@ def bench(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Complete
 # a whole benchmark process (about 40 s on 2 cores): in `make test`, not in `make test-quick`
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, list[Path]]:
     out = tmp_path_factory.mktemp("gpu-bench")

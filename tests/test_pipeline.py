@@ -4,6 +4,7 @@ settings reach it the same way."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,35 @@ def test_mistakes_through_the_function_are_user_errors_naming_the_setting(tmp_pa
         with pytest.raises(cdvd.errors.UserError, match=needle):
             cdvd.deblur(**args)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_reuse_memory_changes_only_a_process_the_run_owns(tmp_path: Path, checkpoint: Path) -> None:
+    """``reuse_memory`` turns glibc's mmap off and its trimming for the rest of the process: right for cdvd-deblur's
+    own process, wrong under a page's server, a notebook or a test runner. The Python function leaves the process as
+    it is unless asked; the console script applies the YAML's default."""
+    clip = _frames(tmp_path / "clip", 3)
+    code = (
+        "import sys, cdvd; from cdvd.runtime import reusing_freed_memory\n"
+        "extra = {'reuse_memory': True} if sys.argv[3] == 'ask' else {}\n"
+        "cdvd.deblur(sys.argv[1], sys.argv[2], sys.argv[4], device='cpu', progress=False, **extra)\n"
+        "print(reusing_freed_memory())\n"
+    )
+    for mode, expected in (("default", "False"), ("ask", "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(clip), str(tmp_path / mode), mode, str(checkpoint)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-1] == expected, mode
+    cli = subprocess.run(
+        [console_script("cdvd-deblur"), f"input={clip}", "output=cli", f"checkpoint={checkpoint}", "device=cpu"]
+        + ["progress=false", "hydra.verbose=cdvd.runtime"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "freed memory kept for reuse" in cli.stdout + cli.stderr

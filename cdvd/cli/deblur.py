@@ -21,14 +21,15 @@ from cdvd.inference.settings import deblur_settings
 logger = logging.getLogger(__name__)
 
 
-def run_deblur(cfg: DictConfig) -> dict[str, Any]:
-    """Deblur as ``cfg`` says; ``{"output", "videos", "written", "skipped", "engine"}``."""
-    return deblur_with(deblur_settings(cfg)).as_dict()
+def run_deblur(cfg: DictConfig, own_process: bool = False) -> dict[str, Any]:
+    """Deblur as ``cfg`` says; ``{"output", "videos", "written", "skipped", "engine"}``. ``own_process``: the console
+    script's own process, whose allocator ``reuse_memory`` may change."""
+    return deblur_with(deblur_settings(cfg), own_process=own_process).as_dict()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="deblur")
 def _main(cfg: DictConfig) -> None:
-    summary = run_cli(run_deblur, cfg, "cdvd-deblur")
+    summary = run_cli(lambda c: run_deblur(c, own_process=True), cfg, "cdvd-deblur")
     logger.info("%d frames written, %d skipped: %s", summary["written"], summary["skipped"], summary["output"])
 
 

@@ -19,14 +19,14 @@ from cdvd.evaluation.report import evaluate, results_table
 from cdvd.inference.settings import eval_settings
 
 
-def run_eval(cfg: DictConfig) -> dict[str, Any]:
+def run_eval(cfg: DictConfig, own_process: bool = False) -> dict[str, Any]:
     """Score as ``cfg`` says; the report (``videos``, ``total``, provenance) as written to ``output``."""
-    return evaluate(eval_settings(cfg))
+    return evaluate(eval_settings(cfg), own_process=own_process)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> float:
-    report = run_cli(run_eval, cfg, "cdvd-eval")
+    report = run_cli(lambda c: run_eval(c, own_process=True), cfg, "cdvd-eval")
     from rich.console import Console
 
     Console().print(results_table(report, title=f"{report['results']} vs GT (frames={report['frames_set']})"))

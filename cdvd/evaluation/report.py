@@ -228,7 +228,7 @@ def write_pictures(
     return written
 
 
-def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
+def _deblur_first(settings: EvalSettings, own_process: bool) -> tuple[Path, dict[str, list[Path]] | None, set[str]]:
     """With ``input=``: deblur it into ``results`` (default: ``results/`` beside the report); GT from a dataset."""
     input_path = check_input(settings)  # the pipeline's own check, before looking for ground truth beside it
     if not settings.checkpoint:
@@ -245,13 +245,14 @@ def _deblur_first(settings: EvalSettings) -> tuple[Path, dict[str, list[Path]] |
     results = settings.results_path()
     assert results is not None  # input= is given: results= or results/ beside the report
     # the one deblurring pipeline (this shard's videos where num_shards > 1; score the union with results= gt=)
-    done = deblur_with(settings, results)
+    done = deblur_with(settings, results, own_process=own_process)
     return results, gt_videos, {report.name for report in done.videos}
 
 
-def evaluate(settings: EvalSettings) -> dict[str, Any]:
+def evaluate(settings: EvalSettings, own_process: bool = False) -> dict[str, Any]:
     """Score ``settings.results`` against ``settings.gt``, deblurring ``settings.input`` with ``settings.checkpoint``
-    first if given (:func:`cdvd.inference.pipeline.deblur_with`, this shard's videos only).
+    first if given (:func:`cdvd.inference.pipeline.deblur_with`, this shard's videos only; ``own_process``: as
+    there, for ``reuse_memory``).
 
     Returns:
         ``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {...}, "frames_set", "crop_border"}``.
@@ -265,7 +266,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     gt_videos = None
     deblurred: set[str] | None = None
     if settings.input:
-        results, gt_videos, deblurred = _deblur_first(settings)
+        results, gt_videos, deblurred = _deblur_first(settings, own_process)
     elif not settings.results:
         raise ConfigError("nothing to score: pass results=DIR gt=DIR, or input=DIR checkpoint=PATH")
     else:

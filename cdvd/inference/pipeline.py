@@ -89,6 +89,7 @@ def deblur_with(
     output: str | os.PathLike | None = None,
     *,
     on_frame: FrameCallback | None = None,
+    own_process: bool = False,
 ) -> DeblurResult:
     """Deblur ``settings.input`` into ``output`` (default ``settings.output``) with ``settings.checkpoint``.
 
@@ -100,6 +101,9 @@ def deblur_with(
         settings: checked settings (:func:`cdvd.inference.settings.deblur_settings`).
         output: where to write, when not ``settings.output`` (``cdvd-eval`` deblurs into its ``results``).
         on_frame: called after each written frame, for progress shown elsewhere than the terminal.
+        own_process: the caller owns this process and it ends after the run (a console script): only then does
+            ``settings.reuse_memory`` change the process's allocator (:func:`cdvd.runtime.reuse_freed_memory`, which
+            holds the peak memory until the process exits), never under a page's server, a notebook or a test runner.
 
     Raises:
         UserError: the user's mistakes, each naming the setting or file.
@@ -125,7 +129,7 @@ def deblur_with(
         video=settings.video_options(),
         compare=settings.compare,
     )  # checks the outputs (writable, not made another way) before any frame is computed
-    if settings.reuse_memory:
+    if settings.reuse_memory and own_process:
         reuse_freed_memory()
     logger.info(
         "deblurring %d video(s) from %s into %s on %s (%s, %s)",
@@ -185,6 +189,8 @@ def deblur(
         on_frame: ``on_frame(video, done, total)`` after each frame written.
         **settings: any other setting of ``cdvd-deblur`` (``device="cpu"``, ``precision="bf16"``,
             ``tile={"size": 512, "overlap": 64}``, ``compare=True``, ``overwrite=True``, ``progress=False``...).
+            ``reuse_memory`` is off here unless passed: it changes this whole process's allocator (pass
+            ``reuse_memory=True`` in a process that only deblurs and ends, as ``cdvd-deblur``'s is).
 
     Returns:
         A :class:`DeblurResult` (``.output``, ``.videos``, ``.written``, ``.skipped``).
@@ -195,4 +201,5 @@ def deblur(
     checked = settings_from(
         input=os.fspath(input), output=os.fspath(output), checkpoint=os.fspath(checkpoint), **settings
     )
-    return deblur_with(checked, on_frame=on_frame)
+    own_process = bool(settings.get("reuse_memory", False))  # asked for by the caller, not the YAML's default
+    return deblur_with(checked, on_frame=on_frame, own_process=own_process)
