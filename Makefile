@@ -16,12 +16,8 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/cdvd-demo
 
-# tests marked serial run first, in one process: in the parallel run, one of them (a cdvd-deblur subprocess over a
-# copied OpenVINO cache) lost its pytest-xdist worker ("node down: Not properly terminated") in the full suite,
-# never alone or in one process; cause not found yet
 test: setup
-	$(VENV)/bin/python -m pytest -q -p no:xdist -m serial $(PYTEST_ARGS)
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not serial" --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 test-quick: setup
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""Process-wide settings for CPU runs: memory reuse in glibc's allocator, and where cached conversions live."""
+"""Process-wide state for CPU runs: memory reuse in glibc's allocator, the signal stack a library may leave behind, and
+where cached conversions live."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ctypes.util
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,42 @@ def reuse_freed_memory(top_pad_mib: int = 64) -> bool:
 def reusing_freed_memory() -> bool:
     """Whether :func:`reuse_freed_memory` took effect in this process."""
     return _reusing
+
+
+class _SignalStack(ctypes.Structure):  # <signal.h> stack_t
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _sigaltstack() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sigaltstack
+    except (OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def signal_stack_kept() -> Iterator[None]:
+    """Give this thread back the alternate signal stack it had before the block (Linux; elsewhere nothing).
+
+    OpenVINO's CPU plugin points the calling thread's signal stack at a buffer of its own when it compiles a model
+    (measured with 2026.4) and frees that buffer later, with the stack still pointing there. Python installs its
+    signal handlers to run on that stack (``SA_ONSTACK``), so the next signal with a Python handler (Ctrl-C under a
+    ``faulthandler``, a ``SIGCHLD`` once a DataLoader has run workers) was delivered onto freed memory: the kernel
+    kills the process with a SIGSEGV that no handler sees (it happened in the tests' worker processes).
+    """
+    sigaltstack = _sigaltstack()
+    before = _SignalStack()
+    if sigaltstack is None or sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        # SS_ONSTACK (1): the block ran in a signal handler, on that stack; it cannot be changed then
+        if not before.ss_flags & 1 and sigaltstack(ctypes.byref(before), None) != 0:
+            logger.debug("could not restore the signal stack (errno %d)", ctypes.get_errno())
 
 
 def default_cache_dir() -> Path:

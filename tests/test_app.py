@@ -146,6 +146,7 @@ def test_a_run_gives_cdvd_deblurs_outputs_and_writes_only_in_its_workdir(kind: s
         frame_pair(result, N_FRAMES)
 
 
+@pytest.mark.slow
 def test_a_tile_size_chosen_on_the_page_runs_as_cdvd_deblurs_short_form(work: Path, tmp_path: Path) -> None:
     # app.yaml's tile.overlap is 64: with a page's tile size of 32 the overlap follows the size, as tile=32 does
     from cdvd.app.page import deblur_choices
@@ -248,6 +249,7 @@ def app(work: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_missing_for_the_browser_test() is not None, reason=str(_missing_for_the_browser_test()))
 def test_in_a_browser_upload_run_and_download_give_cdvd_deblurs_video(app: tuple[str, Path], work: Path) -> None:
     from playwright.sync_api import sync_playwright

@@ -99,6 +99,7 @@ def test_the_console_scripts_report_a_typo_in_one_line(tmp_path) -> None:
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 def test_a_refused_trainer_argument_is_one_line_and_exit_2(tmp_path) -> None:
     result = run_command(
         [console_script("cdvd-train"), "experiment=smoke", "trainer.precision=bogus", f"hydra.run.dir={tmp_path}/run"],
@@ -139,6 +140,7 @@ def test_the_console_scripts_hide_lightnings_leafspec_warning() -> None:
     assert [str(w.message) for w in shown] == ["an unrelated FutureWarning stays visible"]
 
 
+@pytest.mark.slow
 def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
     result = run_command(
         [

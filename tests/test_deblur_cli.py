@@ -162,6 +162,7 @@ def test_eval_cli_matches_direct_scores(tmp_path: Path, frames: str) -> None:
     assert "total" in result.stdout and "v2" in result.stdout
 
 
+@pytest.mark.slow
 def test_eval_errors_name_the_file(tmp_path: Path) -> None:
     make_results_tree(tmp_path, {"v1": 5})
     (tmp_path / "res" / "v1" / "0002.png").unlink()

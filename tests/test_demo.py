@@ -126,11 +126,11 @@ def test_demo_precision_follows_the_hardware() -> None:
 
 @pytest.mark.parametrize(
     ("setting", "named"),
-    [
-        ("precision=fp64", "precision=fp64"),
+    [  # the rules are tested in-process (demo_precision above, check_count): one case in the quick tier
+        pytest.param("precision=fp64", "precision=fp64", marks=pytest.mark.slow),
         ("steps=-1", "steps=-1: must be >= 1"),
-        ("steps=abc", "steps=abc"),
-        ("seed=abc", "seed=abc: not a whole number"),
+        pytest.param("steps=abc", "steps=abc", marks=pytest.mark.slow),
+        pytest.param("seed=abc", "seed=abc: not a whole number", marks=pytest.mark.slow),
     ],
     ids=[
         "precision",

@@ -107,6 +107,7 @@ def test_deblur_resumes_only_what_was_made_the_same_way(tmp_path: Path, checkpoi
     one_line_error(deblur(["input=data/val/blur/clip", "output=foreign", f"checkpoint={a}"], tmp_path), "no record")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["data/val/blur/clip", "data/val/blur/clip/sub", "data/val/blur"])
 def test_output_in_the_input_is_refused_before_any_work(
     tmp_path: Path, checkpoints: tuple[Path, Path], output: str
@@ -137,6 +138,7 @@ def test_settings_and_files_a_user_gets_wrong(tmp_path: Path, checkpoints: tuple
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written anywhere
 
 
+@pytest.mark.slow
 def test_non_ascii_paths_need_no_quoting(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
     make_dataset(tmp_path / "données")
     result = deblur(["input=données/val/blur/clip", "output=sortie_été", f"checkpoint={checkpoints[0]}"], tmp_path)
@@ -155,6 +157,7 @@ def _umount(folder: Path) -> None:
     subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_an_error_naming_the_file_and_leaves_only_whole_frames(
     tmp_path: Path, checkpoints: tuple[Path, Path]
 ) -> None:
@@ -175,6 +178,7 @@ def test_a_full_disk_is_an_error_naming_the_file_and_leaves_only_whole_frames(
         _umount(tmp_path / "small")
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_is_refused_before_any_frame_is_computed(
     tmp_path: Path, checkpoints: tuple[Path, Path]
 ) -> None:
@@ -201,7 +205,7 @@ def test_an_interrupted_run_resumes_to_the_same_frames(
     tmp_path: Path, checkpoints: tuple[Path, Path], sig: signal.Signals
 ) -> None:
     rng = np.random.default_rng(2)
-    n_frames = 60  # the signal goes when the first frame is out: the other frames must outlast its way in
+    n_frames = 20  # the signal goes when the first frame is out: the 19 others (about 0.4 s each) outlast its way in
     for i in range(n_frames):
         write_rgb(tmp_path / "in" / f"{i:05d}.png", rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8))
     ck = f"checkpoint={checkpoints[0]}"

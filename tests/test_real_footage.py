@@ -48,6 +48,7 @@ def test_fixtures_are_real_clips_of_an_odd_size() -> None:
     assert all(np.abs(a.astype(int) - b.astype(int)).mean() > 1.0 for a, b in zip(frames, frames[1:], strict=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [True, False])
 def test_identity_network_gives_back_every_real_frame(
     identity_checkpoint: Path, tmp_path: Path, streaming: bool
@@ -71,6 +72,7 @@ def test_identity_network_gives_back_every_real_frame(
         assert np.array_equal(read_rgb(path), read_rgb(PHONE / path.name)), path.name
 
 
+@pytest.mark.slow
 def test_real_clip_as_a_video_file(identity_checkpoint: Path, tmp_path: Path) -> None:
     frames = [read_rgb(p) for p in list_frames(PHONE)]
     write_test_video(tmp_path / "shaky.mp4", frames, 15)  # H.264 with an AAC track, as a phone writes

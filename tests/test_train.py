@@ -33,7 +33,7 @@ def test_training_steps_change_weights_and_lower_the_loss() -> None:
     batch = {"blur": (sharp + 0.1 * torch.randn_like(sharp)).clamp(0, 1), "sharp": sharp}
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     losses = []
-    for _ in range(30):
+    for _ in range(20):  # below 0.7 of the first loss from step 9 on: 0.65 at step 20 (0.62 at 30)
         optimizer.zero_grad()
         loss = module.compute_loss(batch)["loss"]
         loss.backward()
@@ -189,18 +189,21 @@ def test_validation_scores_agree_with_cdvd_eval(smoke_overrides: list[str], tiny
 
 @pytest.mark.slow
 def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides: list[str], tmp_path: Path) -> None:
-    base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1"]
+    # 2 epochs straight against 1 + 1 resumed at the end of the first (a boundary like any later one), 2 steps of
+    # one clip per epoch; only last.ckpt is compared: no export of the best weights
+    base = [*smoke_overrides, "logger=none", "trainer.num_sanity_val_steps=1", "data.batch_size=1"]
+    base += ["export_original=false"]
     straight = tmp_path / "straight"
-    train(compose_train([*base, f"paths.output_dir={straight}", "trainer.max_epochs=3"]))
+    train(compose_train([*base, f"paths.output_dir={straight}", "trainer.max_epochs=2"]))
     split = tmp_path / "split"
-    train(compose_train([*base, f"paths.output_dir={split}", "trainer.max_epochs=2"]))
+    train(compose_train([*base, f"paths.output_dir={split}", "trainer.max_epochs=1"]))
     resumed = tmp_path / "resumed"
     train(
         compose_train(
             [
                 *base,
                 f"paths.output_dir={resumed}",
-                "trainer.max_epochs=3",
+                "trainer.max_epochs=2",
                 f"ckpt_path={split / 'checkpoints' / 'last.ckpt'}",
             ]
         )
@@ -217,6 +220,11 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
     result = run_command(
         [
             *smoke_cli_args(tiny_dataset, multirun=True),
+            # each job as small as a run can be: one batch of one clip, no sanity check (each override is in the
+            # job's folder name, which stays under its 200 characters)
+            "data.batches_per_epoch=1",
+            "data.batch_size=1",
+            "trainer.num_sanity_val_steps=0",
             "optimizer.lr=1e-4,3e-4",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
@@ -241,7 +249,17 @@ def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path
 @pytest.mark.slow
 def test_ddp_cpu_trains_with_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     result = run_command(
-        [*smoke_cli_args(tiny_dataset), "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
+        [
+            *smoke_cli_args(tiny_dataset),
+            "trainer=ddp_cpu",
+            "logger=csv",
+            # one batch of one clip per rank, no sanity check, no export: the ranks still meet at every step
+            "data.batches_per_epoch=1",
+            "data.batch_size=1",
+            "trainer.num_sanity_val_steps=0",
+            "export_original=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=tmp_path,
     )
     output = result.stdout + result.stderr

@@ -244,6 +244,7 @@ def command(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProces
     return run_command([console_script(name), "device=cpu", "progress=false", "precision=fp32", *args], cwd, 300)
 
 
+@pytest.mark.slow
 def test_cdvd_deblur_reuses_only_the_same_content_and_overwrite_leaves_no_stale_frame(
     tmp_path: Path, checkpoint: Path
 ) -> None:

@@ -129,6 +129,7 @@ def test_atomic_writes_sync_the_file_then_its_folder(tmp_path: Path, monkeypatch
 SYNTH = ["n_videos=1", "n_frames=3", "size=32", "sub_frames=3"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["thesis.tex", "meta.json"])
 def test_cdvd_synth_overwrite_never_replaces_a_folder_it_did_not_make(tmp_path: Path, content: str) -> None:
     mine = tmp_path / "mine"
@@ -189,6 +190,7 @@ else:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pack", "synth"])
 def test_what_a_killed_run_left_goes_on_the_next_run(tmp_path: Path, kind: str) -> None:
     make_tree(tmp_path / "data", "folder", {"v": 5}, "train", size=SIZE)
@@ -270,6 +272,7 @@ print(json.dumps({"folder": str(folder), "n_frames": json.loads((folder / "meta.
 """
 
 
+@pytest.mark.slow
 def test_parallel_jobs_asking_for_other_built_in_data_each_get_their_own(tmp_path: Path) -> None:
     """Sweep jobs started together: one makes each folder (the others wait on its lock), none reads another's."""
     target = tmp_path / "synthetic" / "train"

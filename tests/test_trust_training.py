@@ -164,6 +164,7 @@ def test_resume_from_a_checkpoint_naming_other_code_is_one_line(tiny_dataset: Pa
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_hydras_pickle_rerun_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
 
@@ -190,6 +191,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_a_resumed_csv_run_keeps_its_earlier_rows(smoke_overrides: list[str], tmp_path: Path) -> None:
     from cdvd.training.run import train
 

@@ -132,6 +132,7 @@ def test_a_variable_frame_rate_file_reads_whole_with_its_timestamps(tmp_path: Pa
     assert cut.problems and f"decoded {cut.decoded} frames" in cut.problems[0]
 
 
+@pytest.mark.slow
 def test_a_variable_frame_rate_video_deblurs_with_its_timestamps(work: Path, tmp_path: Path) -> None:
     source = write_vfr(tmp_path / "screen.mkv", VFR_TIMES)
     result = deblur(work, tmp_path, f"input={source}", "output=sharp.mkv")
@@ -143,6 +144,7 @@ def test_a_variable_frame_rate_video_deblurs_with_its_timestamps(work: Path, tmp
 # --------------------------------------------------------------------------------------------- odd frame sizes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sharp.mp4", "sharp.webm"])
 def test_odd_frame_sizes_keep_their_size_in_a_video_output(work: Path, tmp_path: Path, name: str) -> None:
     for k, image in enumerate(frames(3, size=(33, 47))):
@@ -232,6 +234,7 @@ def test_a_second_run_on_an_output_being_written_fails_naming_it_and_touches_not
 # --------------------------------------------------------------------------------------- frames too large
 
 
+@pytest.mark.slow
 def test_frames_too_large_for_memory_end_in_one_line_suggesting_tiles(work: Path, tmp_path: Path) -> None:
     """A 3000x3000 frame with the address space limited (``ulimit -v``) to what the command needs plus 1 GiB."""
     write_rgb(tmp_path / "big" / "00000.png", np.full((3000, 3000, 3), 120, np.uint8))

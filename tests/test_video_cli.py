@@ -90,6 +90,7 @@ def mkv_run(work: Path) -> Path:
     return work / "out_mkv" / "sharp.mkv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 def test_h264_with_aac_in_gives_h264_with_the_same_aac_out(
     work: Path, container: str, request: pytest.FixtureRequest
@@ -103,6 +104,7 @@ def test_h264_with_aac_in_gives_h264_with_the_same_aac_out(
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no parts or temp files left
 
 
+@pytest.mark.slow
 def test_kill_part_way_and_rerun_equal_an_uninterrupted_run(work: Path, mp4_run: Path) -> None:
     out = work / "killed" / "sharp.mp4"
     args = command(work / "tiny.pt", "input=clip.mp4", f"output={out}", f"segment_frames={SEGMENT}")

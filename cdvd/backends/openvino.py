@@ -44,6 +44,7 @@ from cdvd.backends.graphs import convert_openvino, cpu_float_model, import_openv
 from cdvd.fingerprint import file_sha256, source_sha256, weights_sha256
 from cdvd.hardware import cpu_flags
 from cdvd.models import CDVDTSP
+from cdvd.runtime import signal_stack_kept
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class OpenVINOStage:
         key = (int(height), int(width))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = StageModels(*(self._cached_or_compiled(part, key) for part in PARTS))
+            with signal_stack_kept():  # OpenVINO's compile leaves the thread a signal stack it frees later
+                compiled = StageModels(*(self._cached_or_compiled(part, key) for part in PARTS))
             actual = _type_name(compiled.reconstruction.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
             if actual != OPENVINO_PRECISIONS[self.precision]:
                 logger.warning(
