@@ -216,6 +216,24 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(smoke_overrides:
 
 
 @pytest.mark.slow
+def test_last_ckpt_is_the_end_of_the_run_when_the_best_epoch_was_earlier(
+    smoke_overrides: list[str], tmp_path: Path
+) -> None:
+    """Lightning writes a checkpoint callback's last.ckpt with its top-k saves only, and at the end of training only
+    if it never wrote one: without the interval checkpoint (``~callbacks.interval_checkpoint``, or once its timer has
+    fired), a run whose best epoch came early left last.ckpt there, and ``ckpt_path=.../last.ckpt`` trained the later
+    epochs again. The best checkpoint here follows the earliest epoch (monitor=epoch, mode=min), as it does when
+    val/psnr stops improving."""
+    run = tmp_path / "run"
+    overrides = [*smoke_overrides, "logger=none", "data.batch_size=1", "export_original=false"]
+    overrides += ["~callbacks.interval_checkpoint"]
+    overrides += ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    train(compose_train([*overrides, f"paths.output_dir={run}", "trainer.max_epochs=3"]))
+    assert torch.load(run / "checkpoints" / "epoch_0000.ckpt", weights_only=True)["global_step"] == 2  # the best
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6  # 3 epochs of 2
+
+
+@pytest.mark.slow
 def test_multirun_sweeps_learning_rates_into_separate_folders(tiny_dataset: Path, tmp_path: Path) -> None:
     result = run_command(
         [
