@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,17 @@ MIB = 2**20
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 _reusing = False
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (``find_library`` runs ``ldconfig`` in a child process); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
 
 
 def reuse_freed_memory(top_pad_mib: int = 64) -> bool:
@@ -36,11 +48,8 @@ def reuse_freed_memory(top_pad_mib: int = 64) -> bool:
     global _reusing
     if _reusing:
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     _reusing = bool(
         mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) and mallopt(_M_TOP_PAD, top_pad_mib * MIB)
@@ -59,15 +68,6 @@ class _SignalStack(ctypes.Structure):  # <signal.h> stack_t
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
-def _sigaltstack() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sigaltstack
-    except (OSError, AttributeError):
-        return None
-
-
 @contextmanager
 def signal_stack_kept() -> Iterator[None]:
     """Give this thread back the alternate signal stack it had before the block (Linux; elsewhere nothing).
@@ -78,7 +78,7 @@ def signal_stack_kept() -> Iterator[None]:
     ``faulthandler``, a ``SIGCHLD`` once a DataLoader has run workers) was delivered onto freed memory: the kernel
     kills the process with a SIGSEGV that no handler sees (it happened in the tests' worker processes).
     """
-    sigaltstack = _sigaltstack()
+    sigaltstack = getattr(_libc(), "sigaltstack", None)
     before = _SignalStack()
     if sigaltstack is None or sigaltstack(None, ctypes.byref(before)) != 0:
         yield

@@ -31,6 +31,18 @@ def _frames(folder: Path, n: int, seed: int = 0) -> Path:
     return folder
 
 
+def _cdvd_deblur(clip: Path, output: Path, checkpoint: Path, *settings: str) -> subprocess.CompletedProcess:
+    """``cdvd-deblur`` on the CPU, without a progress bar, run in ``output``'s parent folder as a user would."""
+    args = [f"input={clip}", f"output={output.name}", f"checkpoint={checkpoint}", "device=cpu", "progress=false"]
+    return subprocess.run(
+        [console_script("cdvd-deblur"), *args, *settings],
+        cwd=output.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_the_python_function_writes_what_the_command_line_writes(tmp_path: Path, checkpoint: Path) -> None:
     clip = _frames(tmp_path / "in" / "clip", 6)
     seen: list[tuple[str, int, int | None]] = []
@@ -48,14 +60,7 @@ def test_the_python_function_writes_what_the_command_line_writes(tmp_path: Path,
     # reuse_memory changes a whole process's allocator: the function leaves its caller's process (a page's server,
     # a notebook, this test runner) as it was, unless asked (the subprocess test below)
     assert not reusing_freed_memory()
-    done = subprocess.run(
-        [console_script("cdvd-deblur"), f"input={clip}", "output=cli", f"checkpoint={checkpoint}", "device=cpu"]
-        + ["precision=fp32", "progress=false"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _cdvd_deblur(clip, tmp_path / "cli", checkpoint, "precision=fp32")
     assert done.returncode == 0, done.stderr
     ours, theirs = list_frames(tmp_path / "py" / "clip"), list_frames(tmp_path / "cli" / "clip")
     assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == 6
@@ -112,13 +117,6 @@ def test_reuse_memory_changes_only_a_process_the_run_owns(tmp_path: Path, checkp
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "True"
-    cli = subprocess.run(
-        [console_script("cdvd-deblur"), f"input={clip}", "output=cli", f"checkpoint={checkpoint}", "device=cpu"]
-        + ["progress=false", "hydra.verbose=cdvd.runtime"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cli = _cdvd_deblur(clip, tmp_path / "cli", checkpoint, "hydra.verbose=cdvd.runtime")
     assert cli.returncode == 0, cli.stderr
     assert "freed memory kept for reuse" in cli.stdout + cli.stderr
