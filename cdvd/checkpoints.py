@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cdvd.atomic import atomic_destination
-from cdvd.errors import UserError
+from cdvd.errors import ConfigError, UserError
 from cdvd.models.cdvd_tsp import CDVDTSP
 
 logger = logging.getLogger(__name__)
@@ -206,6 +206,25 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
+def given_checkpoint(value: str | os.PathLike | None) -> Path:
+    """The ``checkpoint`` setting as a path, else a ConfigError (that the file is there: :func:`safe_torch_load`)."""
+    if not value:
+        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original CDVD-TSP .pt or a cdvd .ckpt)")
+    return Path(value)
+
+
+def _unsafe_globals(path: Path) -> list[str] | None:
+    """The classes and functions a checkpoint's pickle names beyond what ``weights_only`` allows, read statically
+    (nothing runs); ``None`` where torch cannot tell (before 2.5, or a file not in its zip format)."""
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if finder is None:
+        return None
+    try:
+        return list(finder(path))
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: the load's own error says why
+        return None
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary objects.
 
@@ -221,40 +240,17 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch's unpickler fails in many ways on foreign files
-        if "unsupported global" in str(err).lower():
-            # a pickle that names a class or function (a crafted payload, or a checkpoint holding objects):
-            # refused, nothing in it has run
+        named = _unsafe_globals(path)
+        if named is None:  # torch cannot list them (before 2.5, or not its zip format): its message is all there is
+            named = ["?"] if "unsupported global" in str(err).lower() else []
+        if named:  # a pickle that names a class or function (a crafted payload, or objects): nothing in it has run
             raise CheckpointError(
-                f"{path} holds objects other than tensors and plain data and cannot be loaded safely: refused "
-                "(only checkpoints of plain data are read)"
+                f"{path} holds objects other than tensors and plain data ({', '.join(named[:3])}) and cannot be "
+                "loaded safely: refused (only checkpoints of plain data are read)"
             ) from err
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, damaged or not a PyTorch file: {_first_line(err)})"
         ) from err
-
-
-def read_checkpoint_file(path: str | os.PathLike) -> Any:
-    """Read a checkpoint on CPU with :func:`safe_torch_load`: a clear error for a missing or unsafe file."""
-    return safe_torch_load(path, map_location="cpu")
-
-
-def plain(value: Any) -> Any:
-    """``value`` as plain Python data that ``torch.load(weights_only=True)`` reads back.
-
-    OmegaConf containers become dicts and lists (resolved), paths become strings, tuples stay tuples; anything
-    else is returned as it is.
-    """
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(plain(v) for v in value)
-    return value
 
 
 def _tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -312,7 +308,7 @@ def read_network_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
         and ``"original CDVD-TSP"`` or ``"cdvd"``.
     """
     path = Path(path)
-    obj = read_checkpoint_file(path)
+    obj = safe_torch_load(path)
     stored: Mapping[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         stored = obj.get(ARCH_KEY) or {}
@@ -375,7 +371,7 @@ def load_weights(model: CDVDTSP, path: str | os.PathLike) -> None:
 def load_flow_weights(model: CDVDTSP, path: str | os.PathLike) -> None:
     """Load PWC-Net's ``network-default.pytorch`` (either key spelling) into ``model``'s flow net."""
     path = Path(path)
-    state = _tensor_dict(read_checkpoint_file(path), path)
+    state = _tensor_dict(safe_torch_load(path), path)
     strict_load(model.flow.pwc, pwc_file_to_ours(state), path)
     logger.info("loaded PWC-Net weights %s", path)
 

@@ -43,6 +43,24 @@ def user_message(err: BaseException) -> str:
     return text
 
 
+def innermost_cause(err: BaseException) -> BaseException:
+    """The end of ``err``'s ``__cause__`` chain: what went wrong where Hydra or a loader wrapped a constructor's
+    error in its own (the one walk of the chain for every place that reports such an error)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def user_error_of(err: BaseException) -> UserError | None:
+    """The :class:`UserError` that ``err`` wraps, if any: ``hydra.utils.instantiate`` wraps whatever a constructor
+    raises in an ``InstantiationException``; a :class:`CheckpointError` of ``model.pretrained``, say, is found again
+    here through the ``__cause__`` chain."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, UserError):
+        seen = seen.__cause__
+    return seen
+
+
 # The two value checks every tool's settings share (counts and positive numbers), raising ConfigError.
 
 
@@ -58,7 +76,7 @@ def check_positive_number(name: str, value: Any, *, allow_zero: bool = False) ->
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{name}={value}: not a number (e.g. {name}=1e-4)") from None
+        raise ConfigError(f"{name}={value}: not a number") from None
     if not math.isfinite(number):
         raise ConfigError(f"{name}={value}: must be a finite number")
     if number < 0 or (number == 0 and not allow_zero):

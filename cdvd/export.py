@@ -53,7 +53,7 @@ from cdvd.backends.graphs import (
     part_io,
     part_module,
 )
-from cdvd.checkpoints import load_model
+from cdvd.checkpoints import given_checkpoint, load_model
 from cdvd.data.sources import check_apart, special_kind
 from cdvd.errors import ConfigError, check_count, check_positive_number
 from cdvd.models import CDVDTSP
@@ -257,8 +257,7 @@ def plan_export(cfg: DictConfig) -> tuple[Path, list[ExportJob]]:
     Raises:
         ConfigError: naming the setting.
     """
-    if not cfg.checkpoint:
-        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
+    checkpoint = given_checkpoint(cfg.checkpoint)
     formats, parts = list(cfg.formats), list(cfg.parts)
     for name in formats:
         if name not in FORMATS:
@@ -272,7 +271,7 @@ def plan_export(cfg: DictConfig) -> tuple[Path, list[ExportJob]]:
         raise ConfigError(f"check_size={list(cfg.check_size)}: expected [H, W], multiples of 4 (e.g. [72, 100])")
     output = Path(cfg.output)
     jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
-    check_destination(output, written_files(output, jobs), checkpoint=Path(cfg.checkpoint), overwrite=cfg.overwrite)
+    check_destination(output, written_files(output, jobs), checkpoint=checkpoint, overwrite=cfg.overwrite)
     return output, jobs
 
 

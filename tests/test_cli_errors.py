@@ -190,18 +190,21 @@ def test_training_settings_of_the_wrong_type_are_named(override: str, named: str
 
 def test_lr_finder_settings_are_named() -> None:
     from cdvd.errors import ConfigError
-    from cdvd.training.lr_finder import check_lr_finder_settings
+    from cdvd.settings import read_settings
+    from cdvd.training.lr_finder import LrFinderSettings
 
-    good = {"start_lr": 1e-7, "end_lr": 1.0, "diverge_th": 5, "num_iter": 100}
-    check_lr_finder_settings(good)
-    for change, named in (
-        ({"num_iter": "abc"}, "lr_finder.num_iter=abc"),
-        ({"end_lr": 1e-9}, "lr_finder.end_lr=1e-09: must be above"),
-        ({"start_lr": "x"}, "lr_finder.start_lr=x"),
-        ({"diverge_th": 0}, "lr_finder.diverge_th=0"),
+    def settings(*overrides: str) -> LrFinderSettings:
+        return read_settings(LrFinderSettings, compose_config("find_lr", list(overrides)).lr_finder, "lr_finder.")
+
+    assert settings("lr_finder.num_iter=7").num_iter == 7
+    for override, named in (
+        ("lr_finder.num_iter=abc", "lr_finder.num_iter=abc: not a whole number"),
+        ("lr_finder.end_lr=1e-9", "lr_finder.end_lr=1e-09: must be above lr_finder.start_lr=1e-07"),
+        ("lr_finder.start_lr=x", "lr_finder.start_lr=x: not a number"),
+        ("lr_finder.diverge_th=0", "lr_finder.diverge_th=0: must be > 0"),
     ):
         with pytest.raises(ConfigError, match=re.escape(named)):
-            check_lr_finder_settings({**good, **change})
+            settings(override)
 
 
 def test_synthesis_settings_are_named_before_anything_is_written(tmp_path) -> None:
@@ -254,31 +257,21 @@ def test_cdvd_synth_reports_a_wrong_type_in_one_line(tmp_path) -> None:
     [[], ["hparams_search=lr_optuna"], ["scheduler=onecycle", "optimizer=adamw"], ["callbacks=[default,ema]"]],
 )
 def test_the_shipped_experiments_pass_the_setting_checks(experiment: str, extra: list[str]) -> None:
-    from cdvd.training.checks import (
-        check_data_counts,
-        check_network,
-        check_numeric_arguments,
-        check_optimizer,
-        check_scheduler,
-        check_trainer_counts,
-    )
+    from cdvd.training.checks import training_settings
 
     cfg = compose_train([f"experiment={experiment}", *extra])
-    check_data_counts(cfg.data)
-    check_trainer_counts(cfg.trainer)
-    check_network(cfg.model.net, cfg.data.clip_length)
-    check_numeric_arguments("loss", cfg.loss)
-    check_optimizer(cfg.optimizer)
-    check_scheduler(cfg.scheduler)
+    settings = training_settings(cfg)
+    assert settings.data.batch_size == cfg.data.batch_size and settings.optimizer.lr == cfg.optimizer.lr
 
 
 def test_the_network_refuses_sizes_and_backends_it_cannot_build() -> None:
     from cdvd.models import CDVDTSP
 
     for kwargs, named in (
-        ({"n_feat": 0}, "n_feat must be a whole number >= 1"),
-        ({"n_feat": "8"}, "n_feat must be a whole number >= 1, instead got '8'"),
-        ({"n_resblock": -1}, "n_resblock must be a whole number >= 0"),
+        ({"n_feat": 0}, "n_feat=0: must be >= 1"),
+        ({"n_feat": "8"}, "n_feat=8: not a whole number"),
+        ({"n_feat": 8.0}, "n_feat=8.0: not a whole number"),
+        ({"n_resblock": -1}, "n_resblock=-1: must be >= 0"),
         ({"corr_backend": "xyz"}, "corr_backend=xyz: expected one of auto, torch, cupy"),
     ):
         with pytest.raises(ValueError, match=re.escape(named)):

@@ -142,7 +142,7 @@ def test_cupy_backend_on_cpu_raises() -> None:
 
 
 def test_unknown_backend_raises() -> None:
-    with pytest.raises(ValueError, match="unknown correlation backend"):
+    with pytest.raises(ValueError, match="corr_backend=triton: expected one of auto, torch, cupy"):
         correlation(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), backend="triton")  # type: ignore[arg-type]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from helpers.data import GT_OFFSET, SIZE, decode, make_tree, write_video
 from hydra.utils import instantiate
 
 from cdvd.data import DeblurDataModule, TrainClipDataset, discover_videos
-from cdvd.errors import DataError
+from cdvd.errors import ConfigError, DataError
 
 P = 8
 
@@ -98,6 +99,19 @@ def test_epoch_length(folder_root):
     assert len(dm.train_set) == 15 and len(dm.train_dataloader()) == 5
     with pytest.raises(ValueError, match="not both"):
         module(folder_root, samples_per_epoch=4, batches_per_epoch=2)
+
+
+def test_the_module_names_a_count_or_layout_it_cannot_use(folder_root):
+    # the data module's own rule (also what cdvd-train checks before any work, with the data. prefix)
+    for kwargs, named in (
+        ({"batch_size": 0}, "batch_size=0: must be >= 1"),
+        ({"patch_size": 2.5}, "patch_size=2.5: not a whole number"),
+        ({"samples_per_epoch": -3}, "samples_per_epoch=-3: must be >= 1"),
+        ({"num_workers": -1}, "num_workers=-1: must be >= 0"),
+        ({"layout": "vimeo"}, "layout=vimeo: expected one of dvd, gopro, reds, folder or auto"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            module(folder_root, **kwargs)
 
 
 def test_seeded_crops_repeat(folder_root):

@@ -134,11 +134,16 @@ def test_openvino_stage_fp32_on_two_sizes(model: CDVDTSP) -> None:
 
 
 @needs_openvino
-def test_openvino_stage_rejects_other_precisions(model: CDVDTSP) -> None:
-    from cdvd.backends.openvino import OpenVINOStage
+def test_the_openvino_stage_gets_only_a_precision_it_takes(model: CDVDTSP) -> None:
+    """The engine (every entry's way to the stage) resolves the precision on the CPU: fp16 is refused there."""
+    from cdvd.backends.openvino import OPENVINO_PRECISIONS
+    from cdvd.inference import VideoDeblurrer
 
-    with pytest.raises(ValueError, match="precision"):
-        OpenVINOStage(model, precision="fp16")
+    with pytest.raises(ValueError, match="precision=fp16 needs a CUDA device"):
+        VideoDeblurrer(model, device="cpu", backend="openvino", precision="fp16")
+    for precision in ("auto", "bf16", "fp32"):
+        engine = VideoDeblurrer(model, device="cpu", backend="openvino", precision=precision)
+        assert engine.precision in OPENVINO_PRECISIONS
 
 
 def test_missing_openvino_says_how_to_install(model: CDVDTSP, monkeypatch: pytest.MonkeyPatch) -> None:

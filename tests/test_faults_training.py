@@ -7,6 +7,7 @@ a file, and lose at most the checkpoint interval of work.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,21 +26,18 @@ from cdvd.checkpoints import (
     architecture,
     load_flow_weights,
     load_weights,
-    plain,
     safe_torch_load,
 )
 from cdvd.data.resumable import ResumableDataLoader
-from cdvd.errors import user_message
+from cdvd.errors import ConfigError, check_count, check_positive_number, user_message
 from cdvd.models import CDVDTSP
+from cdvd.settings import plain, read_settings
 from cdvd.training.callbacks import AtomicCheckpointIO
 from cdvd.training.checks import (
-    ConfigError,
+    TrainerSettings,
+    TrainingSettings,
     check_accelerator,
-    check_count,
-    check_learning_rates,
-    check_positive_number,
     check_resume_checkpoint,
-    check_trainer_counts,
 )
 from cdvd.training.module import DeblurModule
 from cdvd.training.resume import config_subdir, run_dir, run_folder_of_checkpoint
@@ -393,11 +391,24 @@ def test_number_checks_name_the_setting() -> None:
     for value, match in (("abc", "not a number"), (-1e-3, "> 0"), (0, "> 0"), (float("nan"), "finite"), (True, "")):
         with pytest.raises(ConfigError, match=f"optimizer.lr={value}.*{match}"):
             check_positive_number("optimizer.lr", value)
-    check_learning_rates({"lr": 1e-4, "weight_decay": 0.0}, {"scheduler": None}, 0)
-    with pytest.raises(ConfigError, match="scheduler.scheduler.max_lr"):
-        check_learning_rates({"lr": 1e-4}, {"scheduler": {"max_lr": -1}}, 1.0)
-    with pytest.raises(ConfigError, match="model.flow_lr_scale"):
-        check_learning_rates({"lr": 1e-4}, None, -0.5)
+    # the training schema: each learning rate where it sits in the config, other keys left to their classes
+    settings = read_settings(
+        TrainingSettings,
+        {
+            "optimizer": {"_target_": "torch.optim.Adam", "lr": "3e-4", "weight_decay": 0.0, "betas": [0.9, 0.99]},
+            "scheduler": {"interval": "step", "scheduler": {"_target_": "x", "max_lr": 1e-3, "pct_start": 0.3}},
+            "model": {"flow_lr_scale": 0, "pretrained": None},
+        },
+    )
+    assert settings.optimizer.lr == pytest.approx(3e-4) and settings.scheduler.scheduler.max_lr == pytest.approx(1e-3)
+    for config, named in (
+        ({"optimizer": {"lr": 0}}, "optimizer.lr=0: must be > 0"),
+        ({"optimizer": {"weight_decay": -1}}, "optimizer.weight_decay=-1: must be >= 0"),
+        ({"scheduler": {"scheduler": {"max_lr": -1}}}, "scheduler.scheduler.max_lr=-1: must be > 0"),
+        ({"model": {"flow_lr_scale": -0.5}}, "model.flow_lr_scale=-0.5: must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            read_settings(TrainingSettings, config)
 
 
 def test_whole_number_settings_name_the_setting() -> None:
@@ -411,9 +422,10 @@ def test_whole_number_settings_name_the_setting() -> None:
     ):
         with pytest.raises(ConfigError, match=f"trainer.max_epochs={value}: {match}"):
             check_count("trainer.max_epochs", value, -1)
-    check_trainer_counts({"max_epochs": 3, "max_steps": -1, "min_epochs": None, "precision": "32-true"})
+    trainer = {"max_epochs": 3, "max_steps": -1, "min_epochs": None, "precision": "32-true", "accelerator": "cpu"}
+    assert read_settings(TrainerSettings, trainer, "trainer.").max_steps == -1
     with pytest.raises(ConfigError, match="trainer.accumulate_grad_batches=0: must be >= 1"):
-        check_trainer_counts({"max_epochs": 3, "accumulate_grad_batches": 0})
+        read_settings(TrainingSettings, {"trainer": {"max_epochs": 3, "accumulate_grad_batches": 0}})
 
 
 def test_gpu_settings_without_a_gpu_name_the_setting() -> None:

@@ -15,7 +15,7 @@ from cdvd.atomic import temp_path
 from cdvd.data.clips import reflect_index, window_indices
 from cdvd.data.io import read_rgb, write_rgb
 from cdvd.data.sources import VideoSource, discover_sources
-from cdvd.errors import DataError
+from cdvd.errors import ConfigError, DataError
 from cdvd.evaluation.metrics import to_uint8
 from cdvd.hardware import autocast_context
 from cdvd.inference import (
@@ -305,6 +305,16 @@ def test_video_file_in_and_out(tmp_path: Path) -> None:
     calls = model.calls
     deblur_videos(engine, sources, tmp_path / "sharp.mp4", progress=False)  # exists: left as it is
     assert model.calls == calls
+
+
+def test_a_video_file_output_of_several_videos_is_a_setting_refused_before_any_frame(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_frames(tmp_path / "in" / name, 3)
+    model = StubNet()
+    sources = discover_sources(tmp_path / "in")
+    with pytest.raises(ConfigError, match=r"output=\S*sharp\.mp4 is a video file but the input holds 2 videos"):
+        deblur_videos(VideoDeblurrer(model, device="cpu"), sources, tmp_path / "sharp.mp4", progress=False)
+    assert model.calls == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_resume_skips_written_frames(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cdvd.atomic import probe_writable
+from cdvd.checkpoints import given_checkpoint
 from cdvd.data.io import IMAGE_EXTENSIONS, read_rgb
 from cdvd.errors import ConfigError, DataError, UserError, check_count, check_positive_number
 from cdvd.video import VIDEO_SUFFIXES, compare_path, read_video, read_video_frames
@@ -60,16 +61,12 @@ def default_workdir() -> Path:
 
 
 def app_settings(cfg: DictConfig) -> AppSettings:
-    """The checked settings of ``cdvd-app`` (the checkpoint a file); nothing is written yet (:func:`make_workdir`).
+    """The checked settings of ``cdvd-app`` (a checkpoint given); nothing is written yet (:func:`make_workdir`).
 
     Raises:
         ConfigError: a setting that cannot work, named.
     """
-    checkpoint = cfg.get("checkpoint")
-    if not checkpoint:
-        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original CDVD-TSP .pt or a cdvd .ckpt)")
-    if not Path(checkpoint).is_file():
-        raise ConfigError(f"checkpoint={checkpoint}: no such file (pass checkpoint=PATH of a .pt or .ckpt)")
+    checkpoint = given_checkpoint(cfg.get("checkpoint"))  # that it loads: check_engine, before serving
     port = check_count("port", cfg.get("port"), 1)
     if port > 65535:
         raise ConfigError(f"port={port}: must be 1..65535")
@@ -82,7 +79,7 @@ def app_settings(cfg: DictConfig) -> AppSettings:
         raise ConfigError(f"tile={tile}: pass tile.size=N (a multiple of 4, or null) and tile.overlap=N")
     deblur = {key: cfg.get(key) for key in ("device", "precision", "backend")}
     return AppSettings(
-        checkpoint=Path(checkpoint).resolve(),
+        checkpoint=checkpoint.resolve(),
         host=str(cfg.get("host")),
         port=port,
         workdir=workdir,

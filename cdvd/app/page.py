@@ -158,7 +158,8 @@ def serve(settings: AppSettings, gr: ModuleType | None = None) -> None:
             allowed_paths=[str(settings.workdir / "jobs")],
             footer_links=[],
         )
-    except OSError as err:
+    except OSError as err:  # Gradio's own (no strerror, advice on its launch() arguments), or the socket's
+        reason = err.strerror or "the port is taken, or the host is not an address of this machine"
         raise ConfigError(
-            f"cannot serve on {settings.host}:{settings.port} ({str(err).split('.')[0]}): pass another port= or host="
+            f"cannot serve on {settings.host}:{settings.port} ({reason}): pass another port= or host="
         ) from err

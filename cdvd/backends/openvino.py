@@ -70,8 +70,8 @@ class OpenVINOStage:
 
     Args:
         model: the network (any device; converted from a CPU float32 view of its weights).
-        precision: ``fp32`` or ``bf16``: the reconstruction net's ``INFERENCE_PRECISION_HINT`` (bf16 only on CPUs
-            with native bf16, f32 with a warning elsewhere). The alignment (flow, warps) always runs in f32.
+        precision: ``fp32`` or ``bf16`` as :func:`cdvd.hardware.resolve_precision` chose it (the engine resolves it,
+            on the CPU): the reconstruction net's ``INFERENCE_PRECISION_HINT``. The alignment always runs in f32.
         cache_dir: where converted and compiled models are kept for later processes (see the module docstring),
             or None to convert and compile in memory only.
         device: OpenVINO device name (``CPU``, ``GPU``, ``AUTO``).
@@ -79,7 +79,6 @@ class OpenVINOStage:
 
     Raises:
         ImportError: openvino is not installed (the message says how to install it).
-        ValueError: an unknown ``precision``.
     """
 
     def __init__(
@@ -92,10 +91,6 @@ class OpenVINOStage:
         num_threads: int | None = None,
     ) -> None:
         ov = import_openvino()
-        if precision not in OPENVINO_PRECISIONS:
-            raise ValueError(
-                f"backend=openvino supports precision=fp32 or bf16 (resolve auto first), instead got {precision!r}"
-            )
         self.precision = precision
         self.device = device
         self.residual = model.residual

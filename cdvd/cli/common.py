@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cdvd.cli.help import CONFIG_PACKAGE, register_help_resolver
-from cdvd.errors import UserError, user_message
+from cdvd.errors import UserError, innermost_cause, user_message
 from cdvd.training.tracking import register_resolvers
 
 CONFIG_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -225,7 +225,4 @@ def instantiation_message(err: InstantiationException) -> str:
     """The user's line for a config that Hydra built outside cdvd's own code (a sweeper, a launcher, a callback Hydra
     builds): the innermost cause, which says what is wrong. Where cdvd builds a part itself it knows the part's key
     (:func:`cdvd.training.run.build_part`); nothing here reads Hydra's message text."""
-    cause: BaseException = err
-    while cause.__cause__ is not None:
-        cause = cause.__cause__  # a nested target's error: the innermost one says what is wrong
-    return f"bad setting: {cause}"
+    return f"bad setting: {innermost_cause(err)}"  # a nested target's error: the innermost one says what is wrong

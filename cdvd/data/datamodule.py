@@ -13,15 +13,41 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cdvd.checkpoints import plain
 from cdvd.data.datasets import TrainClipDataset, WindowDataset
 from cdvd.data.frame_store import FrameStore
-from cdvd.data.layouts import LAYOUTS, VideoPair, discover_videos
+from cdvd.data.layouts import VideoPair, check_layout, discover_videos
 from cdvd.data.resumable import ResumableDataLoader
-from cdvd.errors import DataError
+from cdvd.errors import ConfigError, DataError, check_count
 from cdvd.evaluation.protocol import CLIP_LENGTH, check_frame_set
+from cdvd.settings import plain
 
 logger = logging.getLogger(__name__)
+
+
+#: The data module's whole-number arguments and the least value each takes (None: not set).
+COUNTS: dict[str, int] = {
+    "clip_length": 1,
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "patch_size": 1,
+    "n_frames_per_video": 1,
+    "samples_per_epoch": 1,
+    "batches_per_epoch": 1,
+    "val_n_frames_per_video": 1,
+    "num_workers": 0,
+}
+
+
+def check_counts(prefix: str = "", **counts: Any) -> None:
+    """The data module's rule for its whole-number arguments, in one place: :class:`DeblurDataModule` applies it, and
+    so does the training schema before any work (``prefix="data."`` names the setting).
+
+    Raises:
+        ConfigError: (a ValueError) the first count that is not a whole number >= its least value.
+    """
+    for name, value in counts.items():
+        if value is not None:
+            check_count(prefix + name, value, COUNTS[name])
 
 
 class DeblurDataModule(pl.LightningDataModule):
@@ -108,28 +134,24 @@ class DeblurDataModule(pl.LightningDataModule):
         frame_store: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
-        if layout not in (*LAYOUTS, "auto"):
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or auto, instead got {layout!r}")
+        check_layout(layout)
         try:
             check_frame_set(val_frames)
         except ValueError as err:
-            raise ValueError(f"val_{err}") from err
+            raise ConfigError(f"val_{err}") from err
         if samples_per_epoch is not None and batches_per_epoch is not None:
-            raise ValueError("set samples_per_epoch or batches_per_epoch, not both")
-        for name, value in (
-            ("clip_length", clip_length),
-            ("batch_size", batch_size),
-            ("val_batch_size", val_batch_size),
-            ("patch_size", patch_size),
-            ("n_frames_per_video", n_frames_per_video),
-            ("samples_per_epoch", samples_per_epoch),
-            ("batches_per_epoch", batches_per_epoch),
-            ("val_n_frames_per_video", val_n_frames_per_video),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be positive, instead got {value}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, instead got {num_workers}")
+            raise ConfigError("set samples_per_epoch or batches_per_epoch, not both")
+        check_counts(
+            clip_length=clip_length,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            patch_size=patch_size,
+            n_frames_per_video=n_frames_per_video,
+            samples_per_epoch=samples_per_epoch,
+            batches_per_epoch=batches_per_epoch,
+            val_n_frames_per_video=val_n_frames_per_video,
+            num_workers=num_workers,
+        )
         if synthesize is not None and layout != "folder":
             raise ValueError(f"synthesize needs the folder layout, instead got layout={layout!r}")
         if frame_store is not None:

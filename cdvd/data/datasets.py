@@ -110,12 +110,7 @@ class TrainClipDataset(Dataset):
         seed: int | None = None,
         frame_store: FrameStore | None = None,
     ) -> None:
-        if clip_length < 1:
-            raise ValueError(f"clip_length must be at least 1, instead got {clip_length}")
-        if patch_size is not None and patch_size < 1:
-            raise ValueError(f"patch_size must be positive or None, instead got {patch_size}")
-        if length is not None and length < 1:
-            raise ValueError(f"length must be positive or None, instead got {length}")
+        # the counts are the data module's to check (cdvd.data.datamodule.check_counts)
         for video in videos:
             if video.gt is None:
                 raise DataError(f"training video {video.name} has no GT frames (from {video.blur[0].parent})")

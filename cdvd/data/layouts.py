@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdvd.data.io import has_frames, image_size, list_frames, natural_key
-from cdvd.errors import DataError
+from cdvd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,14 @@ def _collect(
         gt_dirs = {p.name: p for p in _subdirs(gt_parent)} if gt_parent.is_dir() else None
         return _pair_folders(blur_dirs, gt_dirs, blur_parent=blur_parent, gt_parent=gt_parent, require_gt=require_gt)
 
-    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)} or 'auto'")
+    check_layout(layout)
+    raise AssertionError(layout)  # every layout is handled above
+
+
+def check_layout(layout: object) -> None:
+    """The one rule for a ``layout`` setting: one of :data:`LAYOUTS` or ``auto``, else a ConfigError."""
+    if layout not in (*LAYOUTS, "auto"):
+        raise ConfigError(f"layout={layout}: expected one of {', '.join(LAYOUTS)} or auto")
 
 
 def _check_sizes(name: str, blur: list[Path], gt: list[Path] | None) -> tuple[int, int]:

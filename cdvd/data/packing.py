@@ -13,7 +13,7 @@ from typing import Any
 from cdvd.atomic import atomic_folder, replaceable_folder
 from cdvd.data.frame_store import ENCODINGS, META_KEY, StoreMeta, StoreVideo, import_lmdb
 from cdvd.data.io import read_rgb
-from cdvd.data.layouts import LAYOUTS, detect_layout, discover_videos, find_splits
+from cdvd.data.layouts import check_layout, detect_layout, discover_videos, find_splits
 from cdvd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,7 @@ def pack_dataset(
     """
     start = time.perf_counter()
     import_lmdb()  # a missing package fails before any work
-    if layout not in (*LAYOUTS, "auto"):
-        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or auto, instead got {layout!r}")
+    check_layout(layout)
     if encoding not in ENCODINGS:
         raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, instead got {encoding!r}")
     if map_size is not None and (not isinstance(map_size, int) or map_size < 2**20):

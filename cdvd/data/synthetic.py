@@ -24,6 +24,7 @@ settings asked for, never one made with other settings.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -32,6 +33,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +54,9 @@ from cdvd.data.camera_blur import (
 )
 from cdvd.data.io import write_rgb
 from cdvd.data.locking import make_once
-from cdvd.errors import ConfigError, DataError, check_count, check_positive_number
+from cdvd.errors import ConfigError, DataError, check_count
 from cdvd.evaluation.metrics import psnr_uint8
+from cdvd.settings import count, number, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -207,43 +210,57 @@ def synthesis_defaults() -> dict[str, Any]:
     return {name: p.default for name, p in parameters if name not in _NOT_RECORDED}
 
 
+@dataclass
+class SynthesisSettings:
+    """The recorded settings of :func:`synthesize` (its signature holds the defaults), as a dataset records them in
+    its ``meta.json``: numbers as floats, ``size`` as ``[H, W]``."""
+
+    source: str
+    source_path: str | None
+    n_videos: int = count(1)
+    n_frames: int = count(1)
+    size: Any  # a side, or [H, W]
+    sub_frames: int = count(1)
+    motion_min: float = number(allow_zero=True)
+    motion_max: float = number(allow_zero=True)
+    rotation: float = number(allow_zero=True)
+    zoom: float = number(allow_zero=True)
+    gamma: float = number()
+    noise_std: float = number(allow_zero=True)
+    jpeg_quality: int | None = count(1)
+    seed: int = count(0)
+
+    def __post_init__(self) -> None:
+        scalar = isinstance(self.size, int | float | str)
+        self.size = [check_count("size", side, 8) for side in ([self.size, self.size] if scalar else self.size)]
+        if len(self.size) != 2:
+            raise ConfigError(f"size must be a side or (H, W) of at least 8 pixels, instead got {self.size}")
+        if not 0 <= self.motion_min <= self.motion_max:
+            raise ConfigError(f"need 0 <= motion_min <= motion_max, instead got {self.motion_min}, {self.motion_max}")
+        if self.jpeg_quality is not None and self.jpeg_quality > 100:
+            raise ConfigError(f"jpeg_quality must be in 1..100 or null, instead got {self.jpeg_quality}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"source must be one of {', '.join(SOURCES)}, instead got {self.source!r}")
+
+
 def resolve_settings(**given: Any) -> dict[str, Any]:
-    """The settings of :func:`synthesize` (its defaults filled in) as a dataset records them in its ``meta.json``:
-    checked (counts, signs, types) and in one form (numbers as floats, ``size`` as ``[H, W]``).
+    """The settings of :func:`synthesize` (its defaults filled in), checked (:class:`SynthesisSettings`), as a dataset
+    records them in its ``meta.json``.
 
     Raises:
-        DataError: a bad setting, named (``n_frames=abc: not a whole number``).
+        DataError: a bad setting, named (``n_frames=abc: not a whole number``), or a source path that is missing.
     """
     defaults = synthesis_defaults()
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise DataError(f"unknown setting(s) of cdvd-synth: {', '.join(unknown)}")
     values = {**defaults, **given}
-    size, jpeg_quality = values["size"], values["jpeg_quality"]
-    try:  # the numbers first: a wrong type would fail deep inside (int("abc")) instead of naming the setting
-        counts = {name: check_count(name, values[name], 1) for name in ("n_videos", "n_frames", "sub_frames")}
-        numbers = {
-            name: check_positive_number(name, values[name], allow_zero=True)
-            for name in ("motion_min", "motion_max", "rotation", "zoom", "noise_std")
-        }
-        numbers["gamma"] = check_positive_number("gamma", values["gamma"])
-        quality = None if jpeg_quality is None else check_count("jpeg_quality", jpeg_quality, 1)
-        scalar = isinstance(size, int | float | str)
-        sides = [check_count("size", side, 8) for side in ([size, size] if scalar else size)]
-        seed = check_count("seed", values["seed"], 0)
+    if values["source_path"] is not None:
+        values["source_path"] = os.fspath(values["source_path"])
+    try:
+        settings = dataclasses.asdict(read_settings(SynthesisSettings, values))
     except ConfigError as err:
         raise DataError(str(err)) from None
-    settings = {
-        "source": values["source"],
-        "source_path": None if values["source_path"] is None else str(values["source_path"]),
-        "n_videos": counts["n_videos"],
-        "n_frames": counts["n_frames"],
-        "size": sides,
-        "sub_frames": counts["sub_frames"],
-        **{name: numbers[name] for name in ("motion_min", "motion_max", "rotation", "zoom", "gamma", "noise_std")},
-        "jpeg_quality": quality,
-        "seed": seed,
-    }
     _check_source(settings)
     return settings
 
@@ -291,10 +308,8 @@ def synthetic_split(target: str | os.PathLike, settings: Mapping[str, Any]) -> P
 
 
 def _check_source(settings: Mapping[str, Any]) -> None:
-    """What the types alone do not say: the source, its path, the motion range, the JPEG quality."""
+    """The source's path: given where the source needs one, and there."""
     source, source_path = settings["source"], settings["source_path"]
-    if source not in SOURCES:
-        raise DataError(f"source must be one of {', '.join(SOURCES)}, instead got {source!r}")
     if source != "builtin":
         if source_path is None:
             raise DataError(f"source={source} needs source_path=...")
@@ -302,15 +317,6 @@ def _check_source(settings: Mapping[str, Any]) -> None:
             raise DataError(f"source_path not found: {source_path}")
         if source == "folder" and not Path(source_path).is_dir():
             raise DataError(f"source=folder needs a folder of images, instead got the file {source_path}")
-    if len(settings["size"]) != 2:
-        raise DataError(f"size must be a side or (H, W) of at least 8 pixels, instead got {settings['size']}")
-    if not 0 <= settings["motion_min"] <= settings["motion_max"]:
-        raise DataError(
-            f"need 0 <= motion_min <= motion_max, instead got {settings['motion_min']} and {settings['motion_max']}"
-        )
-    quality = settings["jpeg_quality"]
-    if quality is not None and quality > 100:
-        raise DataError(f"jpeg_quality must be in 1..100 or null, instead got {quality}")
 
 
 def check_output(output: Path, overwrite: bool) -> None:

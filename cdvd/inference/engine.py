@@ -29,7 +29,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -267,7 +266,7 @@ class VideoDeblurrer:
         except (RuntimeError, MemoryError) as err:
             if not is_out_of_memory(err):
                 raise
-            raise DataError(memory_advice(state.size, self.device, self.tile, err)) from err
+            raise DataError(memory_advice(state.size, self.device, self.tile)) from err
 
     def _run_streaming(
         self, state: _VideoRun, extended: Iterator[tuple[int, bool, torch.Tensor]], skip: Callable[[int], bool]
@@ -324,13 +323,9 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _OUT_OF_MEMORY)
 
 
-def memory_advice(size: tuple[int, int] | None, device: torch.device, tile: TileSpec | None, err: BaseException) -> str:
-    """One line for frames too large for memory: their size, what failed, and the tiling that fits them."""
+def memory_advice(size: tuple[int, int] | None, device: torch.device, tile: TileSpec | None) -> str:
+    """One line for frames too large for memory: their size and the tiling that fits them."""
     frames = f"{size[1]}x{size[0]} frames" if size else "these frames"
-    amount = re.search(r"tried to allocate ([\d.]+ ?[KMGT]i?B|\d+ bytes)", str(err), re.IGNORECASE)
-    failed = f"an allocation of {amount.group(1)} failed" if amount else "out of memory"
-    if amount and amount.group(1).endswith(" bytes"):
-        failed = f"an allocation of {int(amount.group(1).split()[0]) / 2**20:.0f} MiB failed"
     if tile is None:
         hint = "pass tile.size=512 tile.overlap=64 to deblur each frame in overlapping tiles"
     else:
@@ -338,7 +333,7 @@ def memory_advice(size: tuple[int, int] | None, device: torch.device, tile: Tile
         hint = (
             f"pass smaller tiles than tile.size={tile.size}, e.g. tile.size={smaller} tile.overlap={smaller // 32 * 4}"
         )
-    return f"not enough memory on {device.type} to deblur {frames} ({failed}): {hint}"
+    return f"not enough memory on {device.type} to deblur {frames}: {hint}"
 
 
 def _extended(state: _VideoRun, frames: Iterable[FrameLike]) -> Iterator[tuple[int, bool, torch.Tensor]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from cdvd.data.sources import VideoSource, discover_sources, shard_sources
 from cdvd.errors import ConfigError
-from cdvd.inference.runner import FrameCallback, VideoReport, is_video_output, plan_videos, run_plans
+from cdvd.inference.runner import FrameCallback, VideoReport, check_video_sources, plan_videos, run_plans
 from cdvd.inference.settings import DeblurSettings, build_deblurrer, check_run_paths, deblur_settings
 from cdvd.runtime import reuse_freed_memory
 
@@ -118,8 +118,7 @@ def deblur_with(
     target = Path(target)
     check_run_paths(settings)
     sources = select_sources(settings, input_path)
-    if is_video_output(target) and len(sources) != 1:
-        raise ConfigError(f"output={target} is a video file but {input_path} holds {len(sources)} videos")
+    check_video_sources(target, sources, input_path)  # before the model loads (plan_videos asks again)
     deblurrer = build_deblurrer(settings)
     plans = plan_videos(
         sources,

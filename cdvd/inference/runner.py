@@ -19,7 +19,7 @@ from cdvd.evaluation.metrics import to_uint8
 from cdvd.inference.engine import VideoDeblurrer
 from cdvd.inference.manifest import differences, source_fingerprint
 from cdvd.inference.sinks import FrameFolderSink, FrameSink, VideoFileSink, VideoOutputOptions
-from cdvd.video import OUTPUT_FORMATS, FrameTap, compare_path, is_video_path, output_format, writable_destination
+from cdvd.video import OUTPUT_FORMATS, FrameTap, compare_path, is_video_path, writable_destination
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,25 @@ def check_writable(folder: Path) -> None:
         raise DataError(f"cannot write into {folder}: {err.strerror or err} (pass a writable output=)") from err
 
 
+def check_video_sources(
+    output: str | os.PathLike, sources: Sequence[VideoSource], input: str | os.PathLike | None = None
+) -> None:
+    """The rule of a video file output: it holds one video, so the input must hold exactly one.
+
+    Raises:
+        ConfigError: ``output`` names a video file and ``sources`` are not one video (naming ``output=`` and
+            ``input``, else the videos).
+    """
+    if is_video_output(output) and len(sources) != 1:
+        held = input if input is not None else "the input"
+        raise ConfigError(
+            f"output={output} is a video file but {held} holds {len(sources)} videos: "
+            "pass output=DIR (a folder of PNG frames per video)"
+        )
+
+
 def _check_video_output(output: Path, compare: bool) -> None:
-    try:
-        output_format(output)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    # its suffix: the sink's writer (output_format), made first; here the destination (a folder, unwritable)
     writable_destination(output)
     if compare:
         writable_destination(compare_path(output))
@@ -162,20 +176,19 @@ def plan_videos(
         compare: also write side-by-side (blurry | deblurred) outputs beside each output.
 
     Raises:
-        DataError: a video file output for several videos, two inputs that map to one output file, an
-            unwritable output, a record of the outputs that is not a file, or outputs made another way (without
-            ``overwrite``).
-        ConfigError: an output at, in or over a video's input (:func:`cdvd.data.sources.check_apart`), a video
-            output suffix or encoder setting that cannot be written (named).
+        DataError: two inputs that map to one output file, an unwritable output, a record of the outputs that is
+            not a file, or outputs made another way (without ``overwrite``).
+        ConfigError: a video file output for several videos (:func:`check_video_sources`), an output at, in or
+            over a video's input (:func:`cdvd.data.sources.check_apart`), a video output suffix or encoder setting
+            that cannot be written (named).
     """
     output = Path(output)
     to_video = is_video_output(output)
-    if to_video and len(sources) != 1:
-        raise DataError(f"output={output} is a video file but the input holds {len(sources)} videos; pass a folder")
-    if to_video:
-        _check_video_output(output, compare)
+    check_video_sources(output, sources)
     expected = [{**(fingerprint or {}), "input": source_fingerprint(source)} for source in sources]
     sinks = [_make_sink(s, output, to_video, e, video, compare) for s, e in zip(sources, expected, strict=True)]
+    if to_video:
+        _check_video_output(output, compare)
     check_distinct_outputs(sources, sinks)
     replace = []
     for source, sink in zip(sources, sinks, strict=True):

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
-from cdvd.checkpoints import load_model
+from cdvd.checkpoints import given_checkpoint, load_model
 from cdvd.data.sources import check_apart, check_not_special
 from cdvd.errors import ConfigError, UserError
 from cdvd.evaluation.protocol import check_frame_set
@@ -24,6 +23,7 @@ from cdvd.inference.sinks import VideoOutputOptions
 from cdvd.inference.tiling import TileSpec
 from cdvd.models.correlation import cupy_available
 from cdvd.runtime import resolve_cache_dir
+from cdvd.settings import count, number, read_settings
 from cdvd.video.formats import OUTPUT_FORMATS, check_encoder
 
 
@@ -52,9 +52,9 @@ class DeblurSettings:
     tile: TileSettings
     corr_backend: str
     split: str
-    fps: float | None
+    fps: float | None = number()  # null: the input's
     progress: bool
-    num_shards: int
+    num_shards: int  # its range: cdvd.data.sources.shard_sources
     shard: int
     overwrite: bool
     reuse_memory: bool
@@ -66,8 +66,6 @@ class DeblurSettings:
     segment_frames: int
 
     def __post_init__(self) -> None:
-        if self.fps is not None and self.fps <= 0:
-            raise ConfigError(f"fps={self.fps}: a frame rate must be positive (or null: the input's)")
         self._check_video()
         self.tile_spec()  # checks the tile now, before any work
 
@@ -115,7 +113,7 @@ class EvalSettings(DeblurSettings):
     results: str | None
     gt: str | None
     frames: str
-    crop_border: int | None
+    crop_border: int | None = count(0)  # null: the protocol's
     pictures: bool
 
     def __post_init__(self) -> None:
@@ -124,8 +122,6 @@ class EvalSettings(DeblurSettings):
             check_frame_set(self.frames)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        if self.crop_border is not None and self.crop_border < 0:
-            raise ConfigError(f"crop_border={self.crop_border}: must be >= 0 (or null: the protocol's)")
 
     def report_path(self) -> Path:
         """The JSON report (``output``); its CSV goes beside it."""
@@ -171,15 +167,8 @@ def _tile_node(tile: Any) -> Any:
 
 
 def _settings(schema: type[S], cfg: DictConfig) -> S:
-    names = [f.name for f in dataclasses.fields(schema)]
-    values = {name: cfg.get(name) for name in names}
-    values["tile"] = _tile_node(values["tile"])
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), values)
-        return OmegaConf.to_object(typed)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "a setting"
-        raise ConfigError(f"{key}: {getattr(err, 'msg', err)}".split("\n")[0]) from err
+    values = {field.name: cfg.get(field.name) for field in dataclasses.fields(schema)}
+    return read_settings(schema, {**values, "tile": _tile_node(values["tile"])})
 
 
 def check_run_paths(settings: DeblurSettings) -> None:
@@ -216,9 +205,7 @@ def build_deblurrer(settings: DeblurSettings) -> VideoDeblurrer:
         ConfigError: no checkpoint given, or a device the machine lacks.
         CheckpointError: the checkpoint is missing or does not load.
     """
-    checkpoint = settings.checkpoint
-    if not checkpoint:
-        raise ConfigError("no checkpoint given: pass checkpoint=PATH (an original .pt or a cdvd .ckpt)")
+    checkpoint = given_checkpoint(settings.checkpoint)
     if settings.corr_backend == "cupy" and not cupy_available():
         raise ConfigError(
             "corr_backend=cupy needs a CUDA GPU and cupy (pip install 'cdvd[cuda]'); use corr_backend=auto"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cdvd.errors import check_count
 from cdvd.models.correlation import CorrelationBackend, check_corr_backend
 from cdvd.models.pwc import FlowEstimator
 from cdvd.models.reconstruction import ReconstructionNet
@@ -73,6 +73,18 @@ def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
+def check_architecture(*, prefix: str = "", n_feat: Any = 32, n_resblock: Any = 3, corr_backend: Any = "auto") -> None:
+    """The network's rules for its arguments, in one place: :class:`CDVDTSP` applies them, and so does the training
+    schema before any work (``prefix="model.net."`` names the setting).
+
+    Raises:
+        ConfigError: (a ValueError) the first argument the network cannot be built with, named.
+    """
+    check_count(f"{prefix}n_feat", n_feat, 1)
+    check_count(f"{prefix}n_resblock", n_resblock, 0)
+    check_corr_backend(corr_backend, f"{prefix}corr_backend")
+
+
 class CDVDTSP(nn.Module):
     """Cascaded Deep Video Deblurring with the Temporal Sharpness Prior (Pan, Bai and Tang, CVPR 2020).
 
@@ -94,10 +106,7 @@ class CDVDTSP(nn.Module):
         residual: bool = False,
     ) -> None:
         super().__init__()
-        for name, value, least in (("n_feat", n_feat, 1), ("n_resblock", n_resblock, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise ValueError(f"{name} must be a whole number >= {least}, instead got {value!r}")
-        check_corr_backend(corr_backend)
+        check_architecture(n_feat=n_feat, n_resblock=n_resblock, corr_backend=corr_backend)
         self.n_feat = n_feat
         self.n_resblock = n_resblock
         self.residual = residual

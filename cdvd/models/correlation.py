@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from cdvd.errors import ConfigError
 from cdvd.models.correlation_window import MAX_DISPLACEMENT, NUM_DISPLACEMENTS
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,10 @@ CORRELATION_BACKENDS: tuple[str, ...] = get_args(CorrelationBackend)
 
 
 def check_corr_backend(value: object, key: str = "corr_backend") -> None:
-    """The one rule for the correlation backend setting: one of :data:`CORRELATION_BACKENDS`, else a ValueError naming
+    """The one rule for the correlation backend setting: one of :data:`CORRELATION_BACKENDS`, else a ConfigError naming
     ``key`` (``corr_backend`` for ``cdvd-deblur``, ``model.net.corr_backend`` for training)."""
     if value not in CORRELATION_BACKENDS:
-        raise ValueError(f"{key}={value}: expected one of {', '.join(CORRELATION_BACKENDS)}")
+        raise ConfigError(f"{key}={value}: expected one of {', '.join(CORRELATION_BACKENDS)}")
 
 
 def _windows(padded: torch.Tensor, height: int, width: int) -> Iterator[torch.Tensor]:
@@ -207,6 +208,5 @@ def correlation(first: torch.Tensor, second: torch.Tensor, backend: CorrelationB
         from cdvd.models.correlation_cupy import correlation_cupy
 
         return correlation_cupy(first, second)
-    if backend != "auto":
-        raise ValueError(f"unknown correlation backend {backend!r}; expected 'auto', 'torch' or 'cupy'")
+    check_corr_backend(backend)  # a network built without CDVDTSP's check, or a direct call
     return correlation_torch(first, second)

@@ -1,7 +1,11 @@
-"""Checks of a composed training config that turn deep library failures into one line naming the setting or file.
+"""The settings of ``cdvd-train`` (and ``cdvd-find-lr``, ``cdvd-demo``), checked once before any work.
 
-Each check is a small function of plain values (so that it can be tested alone and called from any entry point);
-:func:`check_training_config` runs them all on a composed ``cdvd-train`` config.
+:class:`TrainingSettings` is the schema of what cdvd's own code and Lightning read by name (counts, learning rates,
+network sizes, the trainer's device): :func:`cdvd.settings.read_settings` checks each value's type and range and names
+the setting. The arguments of a ``_target_`` group beyond those are its class's to check: the optimiser is built on a
+stand-in parameter (:func:`check_optimizer`), and a scheduler's or loss's numbers are checked as numbers
+(:func:`check_numeric_arguments`). What no schema can know is checked here too: the GPUs of this machine and a whole
+``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,47 +22,106 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from cdvd.checkpoints import CheckpointError
-from cdvd.errors import ConfigError, check_count, check_positive_number
-from cdvd.models.cdvd_tsp import CLIP_LENGTH
-from cdvd.models.correlation import check_corr_backend
+from cdvd.data.datamodule import check_counts
+from cdvd.errors import ConfigError, innermost_cause
+from cdvd.models.cdvd_tsp import CLIP_LENGTH, check_architecture
+from cdvd.settings import count, number, read_settings
 
-#: Whole-number settings of Lightning's Trainer that users override, with the least value each takes (-1: no
-#: limit). A wrong type fails deep inside Lightning (``assert isinstance(self.max_epochs, int)``) otherwise.
-TRAINER_COUNTS: dict[str, int] = {
-    "max_epochs": -1,
-    "min_epochs": 0,
-    "max_steps": -1,
-    "min_steps": 0,
-    "check_val_every_n_epoch": 1,
-    "log_every_n_steps": 0,
-    "num_sanity_val_steps": -1,
-    "accumulate_grad_batches": 1,
-}
+SCHEDULER_INTERVALS = ("epoch", "step")
 
 
-def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
-    """The :data:`TRAINER_COUNTS` settings of a ``trainer`` config, where set (None: Lightning's default)."""
-    for key, least in TRAINER_COUNTS.items():
-        if trainer.get(key) is not None:
-            check_count(f"trainer.{key}", trainer[key], least)
+@dataclass
+class TrainerSettings:
+    """The Trainer's whole-number settings that users override (-1: no limit; null: Lightning's default), and its
+    device. A wrong type would fail deep inside Lightning (``assert isinstance(self.max_epochs, int)``)."""
+
+    max_epochs: int | None = count(-1, None)
+    min_epochs: int | None = count(0, None)
+    max_steps: int | None = count(-1, None)
+    min_steps: int | None = count(0, None)
+    check_val_every_n_epoch: int | None = count(1, None)
+    log_every_n_steps: int | None = count(0, None)
+    num_sanity_val_steps: int | None = count(-1, None)
+    accumulate_grad_batches: int | None = count(1, None)
+    accelerator: str = "auto"
+    devices: Any = "auto"
 
 
-def check_learning_rates(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, flow_lr_scale: Any) -> None:
-    """The optimiser's ``lr`` (and ``weight_decay``), a scheduler's ``max_lr`` and the flow net's lr scale.
+@dataclass
+class DataSettings:
+    """The data module's counts, checked by its own rule (:func:`cdvd.data.datamodule.check_counts`); and the clip
+    length the network takes. Absent: the module's default or what the data gives."""
 
-    Args:
-        optimizer: the ``optimizer`` config (``lr``, ``weight_decay`` where present).
-        scheduler: the ``scheduler`` config (``{"scheduler": {... "max_lr": ...} | None, ...}``) or None.
-        flow_lr_scale: ``model.flow_lr_scale`` (0 freezes the flow net).
-    """
-    if "lr" in optimizer:
-        check_positive_number("optimizer.lr", optimizer["lr"])
-    if optimizer.get("weight_decay") is not None:
-        check_positive_number("optimizer.weight_decay", optimizer["weight_decay"], allow_zero=True)
-    inner = (scheduler or {}).get("scheduler") or {}
-    if isinstance(inner, Mapping) and inner.get("max_lr") is not None:
-        check_positive_number("scheduler.scheduler.max_lr", inner["max_lr"])
-    check_positive_number("model.flow_lr_scale", flow_lr_scale, allow_zero=True)
+    clip_length: Any = None
+    batch_size: Any = None
+    val_batch_size: Any = None
+    patch_size: Any = None
+    n_frames_per_video: Any = None
+    samples_per_epoch: Any = None
+    batches_per_epoch: Any = None
+    val_n_frames_per_video: Any = None
+    num_workers: Any = None
+
+    def __post_init__(self) -> None:
+        check_counts(prefix="data.", **vars(self))
+        if self.clip_length not in (None, CLIP_LENGTH):
+            raise ConfigError(
+                f"data.clip_length={self.clip_length}: CDVD-TSP restores the centre of {CLIP_LENGTH}-frame clips"
+            )
+
+
+@dataclass
+class NetSettings:
+    """``model.net``: checked by the network's own rules (:func:`cdvd.models.cdvd_tsp.check_architecture`); absent
+    values take the network's defaults."""
+
+    n_feat: Any = None
+    n_resblock: Any = None
+    corr_backend: Any = None
+
+    def __post_init__(self) -> None:
+        given = {key: value for key, value in vars(self).items() if value is not None}
+        check_architecture(prefix="model.net.", **given)
+
+
+@dataclass
+class ModelSettings:
+    net: NetSettings = field(default_factory=NetSettings)
+    flow_lr_scale: float | None = number(allow_zero=True, default=None)  # 0 freezes the flow net
+
+
+@dataclass
+class OptimizerSettings:
+    lr: float | None = number(default=None)
+    weight_decay: float | None = number(allow_zero=True, default=None)
+
+
+@dataclass
+class SchedulerArguments:
+    max_lr: float | None = number(default=None)
+
+
+@dataclass
+class SchedulerSettings:
+    interval: str | None = None  # absent: epoch
+    scheduler: SchedulerArguments | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval not in (None, *SCHEDULER_INTERVALS):
+            raise ConfigError(f"scheduler.interval={self.interval}: expected one of {', '.join(SCHEDULER_INTERVALS)}")
+
+
+@dataclass
+class TrainingSettings:
+    """What a composed ``cdvd-train`` config must hold, checked once by :func:`check_training_config`."""
+
+    seed: int | None = count(0, None)  # null: not seeded
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    scheduler: SchedulerSettings | None = None
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    ckpt_path: str | None = None
 
 
 def check_accelerator(accelerator: Any, devices: Any, *, cuda_devices: int | None = None) -> None:
@@ -103,44 +167,9 @@ def check_resume_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-#: Whole-number settings of the data module, with the least value each takes.
-DATA_COUNTS: dict[str, int] = {
-    "clip_length": 1,
-    "batch_size": 1,
-    "val_batch_size": 1,
-    "patch_size": 1,
-    "n_frames_per_video": 1,
-    "samples_per_epoch": 1,
-    "batches_per_epoch": 1,
-    "val_n_frames_per_video": 1,
-    "num_workers": 0,
-}
-
-
-def check_data_counts(data: Mapping[str, Any]) -> None:
-    """The :data:`DATA_COUNTS` settings of a ``data`` config, where set."""
-    for key, least in DATA_COUNTS.items():
-        if data.get(key) is not None:
-            check_count(f"data.{key}", data[key], least)
-
-
-def check_network(net: Mapping[str, Any], clip_length: Any = CLIP_LENGTH) -> None:
-    """``model.net``'s sizes and correlation backend, and the data's ``clip_length`` the network takes."""
-    check_count("model.net.n_feat", net.get("n_feat", 32), 1)
-    check_count("model.net.n_resblock", net.get("n_resblock", 3), 0)
-    try:
-        check_corr_backend(net.get("corr_backend", "auto"), "model.net.corr_backend")  # the model's own rule
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    if clip_length != CLIP_LENGTH:
-        raise ConfigError(f"data.clip_length={clip_length}: CDVD-TSP restores the centre of {CLIP_LENGTH}-frame clips")
-
-
 #: Arguments of optimisers and schedulers that take a string (torch's OneCycleLR, CyclicLR, ReduceLROnPlateau);
 #: every other argument is a number, a flag, a list of numbers or null.
 STRING_ARGUMENTS = frozenset({"anneal_strategy", "mode", "scale_mode", "threshold_mode"})
-
-SCHEDULER_INTERVALS = ("epoch", "step")
 
 
 def check_numeric_arguments(group: str, arguments: Mapping[str, Any] | None) -> None:
@@ -163,52 +192,28 @@ def check_optimizer(optimizer: Mapping[str, Any]) -> None:
         factory = instantiate(optimizer)
         factory(params=[torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError, InstantiationException) as err:
-        raise ConfigError(f"optimizer ({optimizer.get('_target_')}): {_innermost(err)}") from None
+        raise ConfigError(f"optimizer ({optimizer.get('_target_')}): {innermost_cause(err)}") from None
 
 
-def check_scheduler(scheduler: Mapping[str, Any] | None) -> None:
-    """``scheduler.interval`` and the scheduler's numeric arguments."""
-    if not scheduler:
-        return
-    interval = scheduler.get("interval", "epoch")
-    if interval not in SCHEDULER_INTERVALS:
-        raise ConfigError(f"scheduler.interval={interval}: expected one of {', '.join(SCHEDULER_INTERVALS)}")
-    inner = scheduler.get("scheduler")
+def training_settings(cfg: Mapping[str, Any]) -> TrainingSettings:
+    """The settings of a composed ``cdvd-train`` config (a DictConfig or a plain mapping), checked: the schema, the
+    optimiser built on a stand-in parameter, the numeric arguments of the scheduler and the loss."""
+    settings = read_settings(TrainingSettings, cfg)
+    check_numeric_arguments("loss", cfg.get("loss"))
+    check_optimizer(cfg["optimizer"])
+    inner = (cfg.get("scheduler") or {}).get("scheduler")
     if isinstance(inner, Mapping):
         check_numeric_arguments("scheduler.scheduler", inner)
+    return settings
 
 
-def check_training_config(cfg: Mapping[str, Any]) -> None:
-    """Every check above on a composed ``cdvd-train`` config (a DictConfig or a plain mapping)."""
-    if cfg.get("seed") is not None:
-        check_count("seed", cfg["seed"], 0)
-    data = cfg.get("data") or {}
-    check_data_counts(data)
-    check_network(cfg["model"].get("net") or {}, data.get("clip_length", CLIP_LENGTH))
-    check_numeric_arguments("loss", cfg.get("loss"))
-    check_learning_rates(cfg["optimizer"], cfg.get("scheduler"), cfg["model"].get("flow_lr_scale", 1.0))
-    check_optimizer(cfg["optimizer"])
-    check_scheduler(cfg.get("scheduler"))
-    trainer = cfg.get("trainer") or {}
-    check_trainer_counts(trainer)
-    check_accelerator(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"))
-    if cfg.get("ckpt_path"):
-        check_resume_checkpoint(cfg["ckpt_path"])
-
-
-def user_error_of(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The user's error (one of ``types``) that ``err`` wraps, if any.
-
-    ``hydra.utils.instantiate`` wraps whatever a constructor raises in an ``InstantiationException`` (a traceback
-    for the user): a :class:`CheckpointError` of ``model.pretrained``, say, is found again here through the
-    ``__cause__`` chain.
-    """
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, types):
-            return seen
-        seen = seen.__cause__
-    return None
+def check_training_config(cfg: Mapping[str, Any]) -> TrainingSettings:
+    """:func:`training_settings`, and what only this machine can say: its GPUs, and a whole ``ckpt_path``."""
+    settings = training_settings(cfg)
+    check_accelerator(settings.trainer.accelerator, settings.trainer.devices)
+    if settings.ckpt_path:
+        check_resume_checkpoint(settings.ckpt_path)
+    return settings
 
 
 def _shown(value: Any) -> str:
@@ -216,10 +221,3 @@ def _shown(value: Any) -> str:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
-
-
-def _innermost(err: BaseException) -> str:
-    """The message of the innermost cause of ``err`` (Hydra wraps a constructor's error in its own)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err).splitlines()[-1] if str(err) else type(err).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdvd.data.io import list_frames, read_rgb, write_rgb
 from cdvd.data.synthetic import synthesize
-from cdvd.errors import ConfigError, check_count
+from cdvd.errors import ConfigError
 from cdvd.evaluation.metrics import psnr_uint8
 from cdvd.evaluation.pictures import comparison_strip
 from cdvd.evaluation.scoring import evaluate_pairs
 from cdvd.hardware import cpu_flags, cpu_has_native_bf16
 from cdvd.inference.pipeline import deblur_with, settings_from
+from cdvd.settings import count, read_settings
 from cdvd.training.run import check_config, train
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,15 @@ def write_comparison(blurry: Path, deblurred: Path, gt: Path, path: Path) -> Pat
     scored = [(name, image, psnr_uint8(image, sharp)) for name, image in images.items()]
     write_rgb(path, comparison_strip(scored, sharp))  # the strip cdvd-eval pictures=true writes
     return path
+
+
+@dataclass
+class DemoSettings:
+    """What the demo reads itself (``configs/demo.yaml``); the training it runs checks the rest."""
+
+    steps: int = count(1)  # the demo trains with no epoch limit: steps must end it
+    device: str = "auto"
+    precision: str = "auto"
 
 
 # Lightning's trainer.precision values that the demo passes on
@@ -75,18 +86,18 @@ def demo_precision(setting: str, accelerator: str, flags: frozenset[str]) -> str
 
 def training_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """The ``demo`` experiment, writing into ``run_dir``, reading the data made in ``run_dir/data``."""
-    device = cfg.device
+    settings = read_settings(DemoSettings, cfg)
+    device = settings.device
     if device == "auto":
         device = "gpu" if torch.cuda.is_available() else "cpu"
-    precision = demo_precision(str(cfg.precision), device, cpu_flags())
-    steps = check_count("steps", cfg.steps, 1)  # the demo trains with no epoch limit: steps must end it
+    precision = demo_precision(settings.precision, device, cpu_flags())
     overrides = [
         "experiment=demo",
         f"paths.output_dir={run_dir}",
         f"data.root={run_dir / 'data'}",
         f"trainer.accelerator={device}",
         f"trainer.precision={precision}",
-        f"++trainer.max_steps={steps}",
+        f"++trainer.max_steps={settings.steps}",
         "trainer.max_epochs=-1",
         f"seed={cfg.seed}",
         *cfg.train_overrides,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,9 @@ from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cdvd.atomic import atomic_destination
-from cdvd.errors import ConfigError, check_count, check_positive_number
+from cdvd.errors import ConfigError
 from cdvd.hardware import resolve_device
+from cdvd.settings import count, number, read_settings
 from cdvd.training.module import build_param_groups
 from cdvd.training.run import build_module, build_part, check_config
 
@@ -203,23 +205,27 @@ def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: flo
         fig.savefig(tmp, dpi=100)
 
 
-def check_lr_finder_settings(settings: Mapping[str, Any]) -> None:
-    """``lr_finder.start_lr``, ``end_lr`` (above ``start_lr``), ``diverge_th`` and ``num_iter``, named when wrong."""
-    start = check_positive_number("lr_finder.start_lr", settings["start_lr"])
-    end = check_positive_number("lr_finder.end_lr", settings["end_lr"])
-    if end <= start:
-        raise ConfigError(f"lr_finder.end_lr={settings['end_lr']}: must be above lr_finder.start_lr={start}")
-    check_positive_number("lr_finder.diverge_th", settings["diverge_th"])
-    check_count("lr_finder.num_iter", settings["num_iter"], 1)
+@dataclass
+class LrFinderSettings:
+    """``lr_finder``: the range test's settings (``configs/find_lr.yaml``)."""
+
+    start_lr: float = number()
+    end_lr: float = number()
+    num_iter: int = count(1)
+    diverge_th: float = number()
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.end_lr <= self.start_lr:
+            raise ConfigError(f"lr_finder.end_lr={self.end_lr}: must be above lr_finder.start_lr={self.start_lr}")
 
 
 def find_lr(cfg: DictConfig) -> dict[str, Any]:
     """Run the range test of ``cfg.lr_finder`` and write the plot and the overrides into the run folder."""
     check_config(cfg)
-    check_lr_finder_settings(cfg.lr_finder)
+    settings = read_settings(LrFinderSettings, cfg.lr_finder, "lr_finder.")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    settings = cfg.lr_finder
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -230,15 +236,15 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_part("data", cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg)
-    groups = build_param_groups(module.net, float(settings.start_lr), float(cfg.model.flow_lr_scale))
+    groups = build_param_groups(module.net, settings.start_lr, float(cfg.model.flow_lr_scale))
     optimizer = module.optimizer_factory(params=groups)
 
     finder = RatioKeepingLRFinder(module.net, optimizer, LossOnly(module.loss), device=device)
     finder.range_test(
         ClipBatches(datamodule.train_dataloader()),
-        end_lr=float(settings.end_lr),
-        num_iter=int(settings.num_iter),
-        diverge_th=float(settings.diverge_th),
+        end_lr=settings.end_lr,
+        num_iter=settings.num_iter,
+        diverge_th=settings.diverge_th,
     )
     lrs, losses = finder.history["lr"], finder.history["loss"]
     try:

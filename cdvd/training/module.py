@@ -21,14 +21,14 @@ from cdvd.checkpoints import (
     architecture,
     load_flow_weights,
     load_weights,
-    plain,
     safe_torch_load,
 )
-from cdvd.errors import UserError
+from cdvd.errors import UserError, innermost_cause
 from cdvd.evaluation.metrics import psnr_protocol, ssim_protocol, to_uint8
 from cdvd.evaluation.pictures import labelled_strip
 from cdvd.models.cdvd_tsp import CDVDTSP
 from cdvd.models.padding import crop_to, pad_to_multiple
+from cdvd.settings import plain
 from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
@@ -98,9 +98,8 @@ def _build_from_checkpoint(cls: type[DeblurModule], hparams: dict[str, Any], sou
     except UserError:
         raise
     except (InstantiationException, TypeError, ValueError, AttributeError) as err:
-        while err.__cause__ is not None:
-            err = err.__cause__
-        raise CheckpointError(f"{source}: its hyper_parameters do not build cdvd's module ({err})") from None
+        cause = innermost_cause(err)
+        raise CheckpointError(f"{source}: its hyper_parameters do not build cdvd's module ({cause})") from None
 
 
 class DeblurModule(pl.LightningModule):

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from cdvd.checkpoints import CheckpointError, load_model, save_original
-from cdvd.errors import ConfigError, DataError, UserError
-from cdvd.training.checks import check_training_config, user_error_of
+from cdvd.checkpoints import load_model, save_original
+from cdvd.errors import ConfigError, innermost_cause, user_error_of
+from cdvd.training.checks import check_training_config
 from cdvd.training.resume import clean_checkpoint_folder
 from cdvd.training.tracking import (
     check_logger_packages,
@@ -59,13 +59,10 @@ def build_part(key: str, node: Any, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        found = user_error_of(err, (UserError,))
+        found = user_error_of(err)
         if found is not None:
             raise found from None
-        cause: BaseException = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        raise ConfigError(f"bad setting {key}: {cause}") from err
+        raise ConfigError(f"bad setting {key}: {innermost_cause(err)}") from err
 
 
 def instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
@@ -80,17 +77,15 @@ def instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of a composed config: network, loss, optimiser and scheduler factories."""
     # the parts as plain configs: the module builds them and keeps them in its checkpoints' hyper-parameters
-    try:
-        return instantiate(
-            cfg.model,
-            net=OmegaConf.to_container(cfg.model.net, resolve=True),
-            loss=OmegaConf.to_container(cfg.loss, resolve=True),
-            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
-            _recursive_=False,
-        )
-    except InstantiationException as err:  # a bad model.pretrained file: the user's error, not Hydra's
-        raise (user_error_of(err, (CheckpointError, DataError, ConfigError)) or err) from None
+    return build_part(
+        "model",
+        cfg.model,
+        net=OmegaConf.to_container(cfg.model.net, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        _recursive_=False,
+    )
 
 
 class _NoAdverts(logging.Filter):
