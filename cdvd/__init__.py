@@ -11,17 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
+# the module that defines each public name
 _EXPORTS = {
-    "CDVDTSP": "cdvd.models",
-    "CascadeOutput": "cdvd.models",
-    "CheckpointError": "cdvd.checkpoints",
-    "DeblurResult": "cdvd.inference.pipeline",
-    "deblur": "cdvd.inference.pipeline",
-    "load_flow_weights": "cdvd.checkpoints",
-    "load_model": "cdvd.checkpoints",
-    "load_weights": "cdvd.checkpoints",
-    "save_original": "cdvd.checkpoints",
+    "cdvd.checkpoints": ("CheckpointError", "load_flow_weights", "load_model", "load_weights", "save_original"),
+    "cdvd.inference.pipeline": ("DeblurResult", "deblur"),
+    "cdvd.models": ("CDVDTSP", "CascadeOutput"),
 }
 
 __all__ = [
@@ -43,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    module = next((module for module, names in _EXPORTS.items() if name in names), None)
     if module is None:
         raise AttributeError(f"module 'cdvd' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -52,4 +46,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *__all__])

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cdvd.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: the mark in every temporary name the project writes
@@ -249,15 +251,13 @@ def atomic_folder(
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete what killed writers of the project left in ``folder``: its temporary files and folders.
+    """Delete what killed writers of the project left in ``folder`` (its temporary files and folders); returns the
+    entries removed.
 
     An entry goes only when it is provably the project's and dead: its name carries the project's mark
     (:func:`temp_path`), the process named there no longer runs (one of another user, which cannot be signalled,
     counts as running), this user owns it, and a folder holds the project's marker file (:func:`owned_folder`).
     Everything else stays (a user's ``.holiday.tmp4242.jpg``, another run's files that are still being written).
-
-    Returns:
-        the entries removed.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -319,17 +319,14 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
 
 
 def check_writable_place(folder: str | os.PathLike, setting: str, value: str | os.PathLike | None = None) -> None:
-    """Refuse, before any work, a ``folder`` that files cannot be written into: the nearest folder of it that
-    exists (itself, or the one its missing folders would be made in) must take a new file, probed with a hidden
-    file that is removed at once. Nothing else is made, so a refused or failed run leaves no empty folder.
-    ``value``: the setting's value named in the message (default: ``folder``).
+    """Refuse, before any work, a ``folder`` that files cannot be written into (:func:`unwritable_reason`). Nothing is
+    made, so a refused or failed run leaves no empty folder. ``value``: the setting's value named in the message
+    (default: ``folder``).
 
     Raises:
         ConfigError: a file (or a FIFO, a device) in the way, or no permission, naming ``setting``.
     """
-    named = f"{setting}={folder if value is None else value}"
-    from cdvd.errors import ConfigError
-
     reason = unwritable_reason(folder)
     if reason is not None:
+        named = f"{setting}={folder if value is None else value}"
         raise ConfigError(f"cannot write {named}: {reason} (pass a writable {setting}=)")

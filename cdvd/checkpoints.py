@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +154,22 @@ def our_key_to_original(key: str, n_resblock: int = 3) -> str:
     raise KeyError(key)
 
 
-def original_to_ours(state: Mapping[str, torch.Tensor], n_resblock: int = 3) -> dict[str, torch.Tensor]:
-    """Translate an original CDVD-TSP state dict (``module.`` prefix allowed) to our key names.
-
-    Keys that do not translate are kept under their original name, so that the strict load that follows
-    reports them as unexpected.
-    """
+def _translate_keys(state: Mapping[str, torch.Tensor], translate: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """``state`` with each key (``module.`` prefix dropped) translated; a key that does not translate is kept under
+    its original name, so that the strict load that follows reports it as unexpected."""
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
         try:
-            out[original_key_to_ours(key, n_resblock)] = value
+            out[translate(key)] = value
         except KeyError:
             out[key] = value
     return out
+
+
+def original_to_ours(state: Mapping[str, torch.Tensor], n_resblock: int = 3) -> dict[str, torch.Tensor]:
+    """Translate an original CDVD-TSP state dict (``module.`` prefix allowed) to our key names."""
+    return _translate_keys(state, lambda key: original_key_to_ours(key, n_resblock))
 
 
 def ours_to_original(state: Mapping[str, torch.Tensor], n_resblock: int = 3) -> dict[str, torch.Tensor]:
@@ -177,15 +179,7 @@ def ours_to_original(state: Mapping[str, torch.Tensor], n_resblock: int = 3) -> 
 
 def pwc_file_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Translate ``network-default.pytorch`` (``module*`` or newer ``net*`` spelling) to keys of :class:`PWCNet`."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        spelled = re.sub(r"(^|\.)net(?=[A-Z])", r"\1module", key)
-        try:
-            out[_pwc_original_to_ours(spelled)] = value
-        except KeyError:
-            out[key] = value
-    return out
+    return _translate_keys(state, lambda key: _pwc_original_to_ours(re.sub(r"(^|\.)net(?=[A-Z])", r"\1module", key)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,12 +320,7 @@ def read_network_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     else:
         source = "cdvd"
     n_feat, n_resblock = _infer_recons_size(state)
-    architecture = {
-        "n_feat": n_feat,
-        "n_resblock": n_resblock,
-        "residual": bool(stored.get("residual", False)),
-    }
-    return state, architecture, source
+    return state, {"n_feat": n_feat, "n_resblock": n_resblock, "residual": bool(stored.get("residual", False))}, source
 
 
 def load_model(
@@ -348,16 +337,10 @@ def load_model(
     Raises:
         CheckpointError: the file is missing, not a checkpoint, or its keys/shapes do not match the network.
     """
-    state, architecture, source = read_network_state(path)
-    model = CDVDTSP(corr_backend=corr_backend, **architecture)
+    state, arch, source = read_network_state(path)
+    model = CDVDTSP(corr_backend=corr_backend, **arch)
     strict_load(model, state, path)
-    logger.info(
-        "loaded %s checkpoint %s (n_feat=%d, n_resblock=%d)",
-        source,
-        path,
-        architecture["n_feat"],
-        architecture["n_resblock"],
-    )
+    logger.info("loaded %s checkpoint %s (n_feat=%d, n_resblock=%d)", source, path, model.n_feat, model.n_resblock)
     return model.to(device).eval()
 
 

@@ -3,20 +3,17 @@
 Five parts can be exported (``part``; inputs and outputs declared in :data:`cdvd.backends.graphs.SIGNATURES`, the
 ONNX dimensions named ``height`` and ``width``):
 
-* ``full``: the whole two-stage cascade, :meth:`CDVDTSP.forward`'s ``out``: ``frames`` (5, 1, 3, H, W) ->
-  ``restored`` (1, 1, 3, H, W), the centre frame restored (stage 1 on the three overlapping triples, stage 2 on the
-  three stage-1 results). One call per output frame, nothing kept between calls.
-* ``stage``: one cascade stage, :meth:`CDVDTSP.restore_centres` on three consecutive frames,
-  ``frames`` (3, 1, 3, H, W) -> ``restored`` (1, 1, 3, H, W). The deblurring engine calls exactly this once per
-  stage and frame (stage 1 on the inputs, stage 2 on three stage-1 results), so an exported stage keeps the
-  streaming reuse of the torch engine: two stage calls per output frame, where ``full`` runs stage 1 on three
-  triples every time.
-* ``flow``: PWC-Net with its resize wrapper, ``reference``, ``neighbour`` (B, 3, H, W) -> ``flow`` (B, 2, H, W)
-  in pixels.
-* ``reconstruction``: the encoder-decoder, ``inputs`` (B, 10, H, W) -> ``restored`` (B, 3, H, W).
-* ``alignment``: the rest of a stage, ``frames`` (3, 1, 3, H, W) -> ``inputs`` (1, 10, H, W): flow, warps and the
-  sharpness prior, which the reconstruction net turns into the restored centre. Deploy the two apart to run
-  ``alignment`` in float32 and ``reconstruction`` in a lower precision (as ``backend=openvino`` does).
+* ``full``: the whole two-stage cascade, :meth:`CDVDTSP.forward`'s ``out``: 5 frames -> the centre frame restored
+  (stage 1 on the three overlapping triples, stage 2 on the three stage-1 results). One call per output frame,
+  nothing kept between calls.
+* ``stage``: one cascade stage, :meth:`CDVDTSP.restore_centres` on three consecutive frames. The deblurring engine
+  calls exactly this once per stage and frame, so an exported stage keeps the streaming reuse of the torch engine:
+  two stage calls per output frame, where ``full`` runs stage 1 on three triples every time.
+* ``flow``: PWC-Net with its resize wrapper, the flow in pixels.
+* ``reconstruction``: the encoder-decoder.
+* ``alignment``: the rest of a stage (flow, warps and the sharpness prior: the reconstruction net's inputs). Deploy
+  the two apart to run ``alignment`` in float32 and ``reconstruction`` in a lower precision (as
+  ``backend=openvino`` does).
 
 Frames are RGB in [0, 1], H and W multiples of 4 (pad with :func:`cdvd.models.padding.pad_to_multiple`). The
 exporters trace the network (TorchScript); the models in :mod:`cdvd.models` keep the frame size in the traced
@@ -55,9 +52,10 @@ from cdvd.backends.graphs import (
 )
 from cdvd.checkpoints import given_checkpoint, load_model
 from cdvd.data.sources import check_apart, special_kind
-from cdvd.errors import ConfigError, check_count, check_positive_number
+from cdvd.errors import ConfigError, check_count
 from cdvd.models import CDVDTSP
 from cdvd.runtime import signal_stack_kept
+from cdvd.settings import number, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +78,9 @@ def export_onnx(
 
     Every input and output declares its shape: fixed sizes as numbers, the frame size as ``height`` and ``width``.
     The exporters' warnings go to one DEBUG line. The file appears whole or not at all. Runs with ONNX Runtime
-    (``CPUExecutionProvider``, ``CUDAExecutionProvider``) and TensorRT (``trtexec --onnx=...``).
-
-    Args:
-        model: the network (weights on any device; exported from a CPU float32 copy).
-        path: the ``.onnx`` file to write.
-        part: one of :data:`PARTS` (module docstring).
-        example_size: (H, W) traced; multiples of 4.
-        opset: ONNX opset (>= 16 for GridSample).
-
-    Returns:
-        ``path``.
+    (``CPUExecutionProvider``, ``CUDAExecutionProvider``) and TensorRT (``trtexec --onnx=...``). ``model``'s weights
+    may be on any device (a CPU float32 copy is exported); ``example_size``: the (H, W) traced, multiples of 4;
+    ``opset`` >= 16 (GridSample).
     """
     module = part_module(cpu_float_model(model), part)
     signature = part_io(part)
@@ -127,12 +117,9 @@ def _declare_shapes(path: Path, signature: PartSignature) -> None:
     import onnx
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-    graph = onnx.load(str(path))
-    named = {name: signature.named_dims(shape) for name, shape in signature.inputs.items()}
-    update_inputs_outputs_dims(
-        graph, named, {name: signature.named_dims(shape) for name, shape in signature.outputs.items()}
-    )
-    onnx.save(graph, str(path))
+    inputs = {name: signature.named_dims(shape) for name, shape in signature.inputs.items()}
+    outputs = {name: signature.named_dims(shape) for name, shape in signature.outputs.items()}
+    onnx.save(update_inputs_outputs_dims(onnx.load(str(path)), inputs, outputs), str(path))
 
 
 def export_openvino(
@@ -145,9 +132,6 @@ def export_openvino(
 
     Weights stay float32 (no fp16 compression); choose bf16 at compile time with
     ``INFERENCE_PRECISION_HINT`` (see :mod:`cdvd.backends.openvino`). Both files appear whole or not at all.
-
-    Returns:
-        ``path`` (the ``.xml``).
     """
     ov = import_openvino()
     path = Path(path)
@@ -176,9 +160,6 @@ class ExportCheck:
     max_abs_diff: float
     psnr: float  # dB, peak 1.0; inf when identical
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 def agreement(reference: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray) -> tuple[float, float]:
     """``(max abs difference, PSNR in dB with peak 1.0)`` of ``other`` against ``reference`` (any equal shapes)."""
@@ -200,19 +181,9 @@ def verify_export(
     size: tuple[int, int] = (72, 100),
     seed: int = 0,
 ) -> ExportCheck:
-    """Run an exported ``.onnx`` (ONNX Runtime) or ``.xml`` (OpenVINO, fp32) on a random input and compare.
-
-    The default ``size`` differs from the traced :data:`EXAMPLE_SIZE` on purpose: it checks the dynamic size.
-
-    Args:
-        model: the network the file was exported from.
-        path: the exported file.
-        part: the part the file holds.
-        size: (H, W) of the random input, multiples of 4.
-        seed: seed of the random input.
-
-    Returns:
-        :class:`ExportCheck` with the max abs difference and PSNR against torch float32 on the CPU.
+    """Run the file ``path`` holding ``part`` of ``model``, an ``.onnx`` (ONNX Runtime) or ``.xml`` (OpenVINO, fp32),
+    on a random (H, W) = ``size`` input (multiples of 4, drawn with ``seed``) and compare it with torch float32 on the
+    CPU. The default ``size`` differs from the traced :data:`EXAMPLE_SIZE` on purpose: it checks the dynamic size.
     """
     path = Path(path)
     if not path.is_file():
@@ -250,29 +221,43 @@ def _run_onnx(path: Path, part: ExportPart, inputs: tuple[torch.Tensor, ...]) ->
 ExportJob = tuple[str, ExportPart, Path]  # (format, part, path)
 
 
-def plan_export(cfg: DictConfig) -> tuple[Path, list[ExportJob]]:
+@dataclass
+class ExportSettings:
+    """``cdvd-export``'s settings (``configs/export.yaml``), checked before the model is loaded."""
+
+    checkpoint: str | None
+    output: str
+    formats: list[str]
+    parts: list[str]
+    check_size: Any  # [H, W], multiples of 4
+    tolerance: float = number()
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name in self.formats:
+            if name not in FORMATS:
+                raise ConfigError(f"formats: {name} is not one of {', '.join(FORMATS)}")
+        for part in self.parts:
+            if part not in PARTS:
+                raise ConfigError(f"parts: {part} is not one of {', '.join(PARTS)}")
+        sides = [check_count("check_size", side, 4) for side in self.check_size]
+        if len(sides) != 2 or any(side % 4 for side in sides):
+            raise ConfigError(f"check_size={self.check_size}: expected [H, W], multiples of 4 (e.g. [72, 100])")
+
+
+def plan_export(cfg: DictConfig) -> tuple[ExportSettings, list[ExportJob]]:
     """``cdvd-export``'s settings checked and the exports asked for, ``(format, part, path)``, with the destination
     checked (:func:`check_destination`): all before the model is loaded.
 
     Raises:
         ConfigError: naming the setting.
     """
-    checkpoint = given_checkpoint(cfg.checkpoint)
-    formats, parts = list(cfg.formats), list(cfg.parts)
-    for name in formats:
-        if name not in FORMATS:
-            raise ConfigError(f"formats: {name} is not one of {', '.join(FORMATS)}")
-    for part in parts:
-        if part not in PARTS:
-            raise ConfigError(f"parts: {part} is not one of {', '.join(PARTS)}")
-    check_positive_number("tolerance", cfg.tolerance)
-    sides = [check_count("check_size", side, 4) for side in cfg.check_size]
-    if len(sides) != 2 or any(side % 4 for side in sides):
-        raise ConfigError(f"check_size={list(cfg.check_size)}: expected [H, W], multiples of 4 (e.g. [72, 100])")
-    output = Path(cfg.output)
-    jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in formats for part in parts]
-    check_destination(output, written_files(output, jobs), checkpoint=checkpoint, overwrite=cfg.overwrite)
-    return output, jobs
+    settings = read_settings(ExportSettings, cfg)
+    checkpoint = given_checkpoint(settings.checkpoint)
+    output = Path(settings.output)
+    jobs = [(name, part, output / f"{part}{FORMATS[name]}") for name in settings.formats for part in settings.parts]
+    check_destination(output, written_files(output, jobs), checkpoint=checkpoint, overwrite=settings.overwrite)
+    return settings, jobs
 
 
 def written_files(output: Path, jobs: list[ExportJob]) -> list[Path]:
@@ -315,9 +300,10 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
         ConfigError: a bad setting, a missing extra, or an exported file whose output differs from torch's by more
             than ``tolerance``.
     """
-    output, jobs = plan_export(cfg)
-    model = load_model(cfg.checkpoint, "cpu", corr_backend="torch").eval()
-    size = tuple(int(s) for s in cfg.check_size)
+    settings, jobs = plan_export(cfg)
+    output = Path(settings.output)
+    model = load_model(settings.checkpoint, "cpu", corr_backend="torch").eval()
+    size = tuple(settings.check_size)
     checks = []
     for name, part, path in jobs:
         try:
@@ -329,37 +315,12 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
         except ImportError as err:
             raise ConfigError(f"formats={name} needs the optional extra: {EXPORT_EXTRA} ({err})") from err
         logger.info("%s: max abs difference to torch %.2e, PSNR %.1f dB", path, check.max_abs_diff, check.psnr)
-        if not check.max_abs_diff <= float(cfg.tolerance):
+        if not check.max_abs_diff <= settings.tolerance:
             raise ConfigError(
                 f"{path} differs from torch by {check.max_abs_diff:.2e} (tolerance={cfg.tolerance}): not trusted"
             )
-        checks.append(check.as_dict())
-    report = {"checkpoint": str(cfg.checkpoint), "settings": OmegaConf.to_container(cfg), "checks": checks}
+        checks.append(asdict(check))
+    report = {"checkpoint": str(settings.checkpoint), "settings": OmegaConf.to_container(cfg), "checks": checks}
     write_text_atomic(output / CHECK_REPORT, json.dumps(report, indent=2, default=str) + "\n")
     logger.info("%d exported file(s) checked against torch: %s", len(checks), output)
     return report
-
-
-__all__ = [
-    "CHECK_REPORT",
-    "EXPORT_EXTRA",
-    "ExportCheck",
-    "ExportPart",
-    "FORMATS",
-    "ONNX_OPSET",
-    "PARTS",
-    "agreement",
-    "convert_openvino",
-    "check_destination",
-    "cpu_float_model",
-    "example_inputs",
-    "export_onnx",
-    "export_openvino",
-    "import_openvino",
-    "part_io",
-    "part_module",
-    "plan_export",
-    "run_export",
-    "verify_export",
-    "written_files",
-]

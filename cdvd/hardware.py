@@ -28,14 +28,8 @@ REPORTED_FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16",
 
 
 def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    """The model name and flags of the first processor listed in a ``/proc/cpuinfo`` text.
-
-    Args:
-        text: contents of ``/proc/cpuinfo`` (x86 ``flags`` lines, or ARM ``Features`` lines).
-
-    Returns:
-        ``(model name or "", flags)``; flags are lower case.
-    """
+    """``(model name or "", lower-case flags)`` of the first processor in a ``/proc/cpuinfo`` text (x86 ``flags``
+    lines, or ARM ``Features`` lines)."""
     model = ""
     flags: frozenset[str] = frozenset()
     for line in text.splitlines():
@@ -81,34 +75,27 @@ def cpu_has_native_bf16(flags: frozenset[str]) -> bool:
     return bool(flags & BF16_CPU_FLAGS)
 
 
-def native_bf16(device: torch.device | str) -> bool:
-    """Does ``device`` compute bf16 natively (so bf16 is faster than fp32, not emulated)?
+def missing_bf16(device: torch.device | str) -> str | None:
+    """None where ``device`` computes bf16 natively (so bf16 is faster than fp32, not emulated), else what it lacks,
+    for a log line.
 
     CPU: the ``avx512_bf16`` or ``amx_bf16`` flag. CUDA: compute capability 8.0 or later (Ampere on). Any other
-    device: False.
+    device: never.
     """
     device = torch.device(device)
     if device.type == "cpu":
-        return cpu_has_native_bf16(cpu_flags())
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return False
-        major, _ = torch.cuda.get_device_capability(device)
-        return major >= 8
-    return False
-
-
-def missing_bf16(device: torch.device | str) -> str | None:
-    """None where ``device`` computes bf16 natively (:func:`native_bf16`), else what it lacks, for a log line."""
-    device = torch.device(device)
-    if native_bf16(device):
-        return None
-    if device.type == "cpu":
-        return f"this CPU has neither {' nor '.join(sorted(BF16_CPU_FLAGS))}"
+        return (
+            None if cpu_has_native_bf16(cpu_flags()) else f"this CPU has neither {' nor '.join(sorted(BF16_CPU_FLAGS))}"
+        )
     if device.type == "cuda" and torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability(device)
-        return f"this GPU has compute capability {major}.{minor}, below 8.0"
+        return None if major >= 8 else f"this GPU has compute capability {major}.{minor}, below 8.0"
     return f"{device.type} devices have no native bf16 here"
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Does ``device`` compute bf16 natively (:func:`missing_bf16`)?"""
+    return missing_bf16(device) is None
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -162,14 +149,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The ``torch.autocast`` context of a precision :func:`resolve_precision` chose (``fp32``: none).
-
-    The rules (``auto``, bf16 only where native, fp16 only on CUDA) are :func:`resolve_precision`'s alone; this
-    function takes its answer and is not a second place that decides.
+    """The ``torch.autocast`` context of a precision :func:`resolve_precision` chose (``fp32``: none). The rules are
+    :func:`resolve_precision`'s alone: this function takes its answer and is not a second place that decides.
 
     Raises:
-        ValueError: a precision that was not resolved first (``auto``, or a name not in
-            :data:`RESOLVED_PRECISIONS`).
+        ValueError: a precision that was not resolved first (not in :data:`RESOLVED_PRECISIONS`).
     """
     if precision not in RESOLVED_PRECISIONS:
         raise ValueError(

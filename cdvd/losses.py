@@ -18,15 +18,8 @@ from cdvd.models.cdvd_tsp import CLIP_LENGTH, CascadeOutput
 
 
 def cascade_target(outputs: Sequence[torch.Tensor], sharp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 12-channel prediction and target of the published training.
-
-    Args:
-        outputs: the four (B, 3, H, W) outputs ``(R1, R2, R3, out)`` (a :class:`CascadeOutput`).
-        sharp: (B, 5, 3, H, W) sharp clip in [0, 1].
-
-    Returns:
-        ``(prediction, target)``, each (B, 12, H, W): ``[R1, R2, R3, out]`` and ``[G1, G2, G3, G2]``.
-    """
+    """The 12-channel ``(prediction, target)`` of the published training, each (B, 12, H, W): the cascade's four
+    (B, 3, H, W) ``outputs`` ``[R1, R2, R3, out]`` and ``[G1, G2, G3, G2]`` of the (B, 5, 3, H, W) ``sharp`` clip."""
     if len(outputs) != 4:
         raise ValueError(f"expected the cascade's 4 outputs, instead got {len(outputs)}")
     if sharp.dim() != 5 or sharp.shape[1] != CLIP_LENGTH or sharp.shape[2] != 3:
@@ -63,8 +56,7 @@ def hard_example_mask(
     Returns:
         (B, 1, H, W) float mask of 0 and 1, without gradient.
     """
-    with torch.no_grad():
-        residual = (prediction.detach().float() - target.detach().float()).abs().sum(dim=1)
+    residual = (prediction.detach().float() - target.detach().float()).abs().sum(dim=1)
     return _mask_from_residual(residual, hard_ratio, random_ratio, generator).to(prediction.dtype)
 
 
@@ -125,16 +117,8 @@ class L1HEMLoss(nn.Module):
     def forward(
         self, outputs: CascadeOutput, sharp: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Loss of one batch.
-
-        Args:
-            outputs: the cascade's ``(R1, R2, R3, out)``, each (B, 3, H, W).
-            sharp: (B, 5, 3, H, W) sharp clip in [0, 1].
-            generator: torch generator on the device for the random pixels (``None``: the global one).
-
-        Returns:
-            ``{"l1", "hem", "loss"}``, scalar tensors.
-        """
+        """``{"l1", "hem", "loss"}`` of one batch, scalar tensors; ``generator``: torch generator on the device for the
+        random pixels (``None``: the global one)."""
         prediction, target = cascade_target(outputs, sharp)
         # one |x - y| serves the L1 term, the mask and HEM: |m x - m y| = m |x - y| for a 0/1 mask
         diff = (prediction - target).abs()
@@ -191,16 +175,8 @@ class MSSSIML1Loss(nn.Module):
     def forward(
         self, outputs: CascadeOutput, sharp: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Loss of one batch.
-
-        Args:
-            outputs: the cascade's ``(R1, R2, R3, out)``, each (B, 3, H, W).
-            sharp: (B, 5, 3, H, W) sharp clip in [0, 1].
-            generator: unused (accepted so that every loss is called alike).
-
-        Returns:
-            ``{"ms_ssim", "l1", "loss"}``, scalar tensors.
-        """
+        """``{"ms_ssim", "l1", "loss"}`` of one batch, scalar tensors; ``generator`` is unused (accepted so that every
+        loss is called alike)."""
         del generator
         prediction, target = cascade_target(outputs, sharp)
         check_patch_size(self, tuple(prediction.shape[-2:]))
@@ -221,23 +197,20 @@ class MSSSIML1Loss(nn.Module):
 def _min_size_of(loss: str | type | nn.Module) -> tuple[str, int | None]:
     if isinstance(loss, MSSSIML1Loss):
         return type(loss).__name__, loss.min_patch_size(loss.win_size)
-    if isinstance(loss, type):
-        name = loss.__name__
-    elif isinstance(loss, str):
+    if isinstance(loss, str):
         name = loss.rsplit(".", 1)[-1]
+        msssim = name in (MSSSIML1Loss.__name__, "msssim_l1")
     else:
-        name = type(loss).__name__
-    if name in (MSSSIML1Loss.__name__, "msssim_l1") or (isinstance(loss, type) and issubclass(loss, MSSSIML1Loss)):
-        return name, MSSSIML1Loss.min_patch_size()
-    return name, None
+        cls = loss if isinstance(loss, type) else type(loss)
+        name, msssim = cls.__name__, issubclass(cls, MSSSIML1Loss)
+    return name, MSSSIML1Loss.min_patch_size() if msssim else None
 
 
 def check_patch_size(loss: str | type | nn.Module, patch_size: int | Sequence[int]) -> None:
     """Raise a clear ``ValueError`` when ``loss`` cannot work on patches of ``patch_size``.
 
     Args:
-        loss: a loss module, its class, its ``_target_`` path (``cdvd.losses.MSSSIML1Loss``) or its config
-        name
+        loss: a loss module, its class, its ``_target_`` path (``cdvd.losses.MSSSIML1Loss``) or its config name
             (``msssim_l1``).
         patch_size: the patch side, or its (H, W).
 

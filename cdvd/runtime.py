@@ -40,10 +40,7 @@ def reuse_freed_memory(top_pad_mib: int = 64) -> bool:
     large activation of the network costs page faults on zeroed pages again: at 1280x720 a fifth of the CPU time
     goes to the kernel. With ``mmap`` off and no trimming, freed blocks are reused. The price: the process holds its
     peak memory until it exits, which suits a run that deblurs and ends. Call it once, early; it affects the
-    whole process.
-
-    Returns:
-        True when applied (now or before), False where the C library is not glibc.
+    whole process. Returns True when applied (now or before), False where the C library is not glibc.
     """
     global _reusing
     if _reusing:

@@ -45,31 +45,22 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 _TORCH_KINDS = {"optimizer": "optimizers", "scheduler": "learning-rate schedulers"}
 
 
+def _entries(value: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
+    """``(key path, key, item)`` of every entry of the mappings and lists in ``value``, at any depth."""
+    if isinstance(value, Mapping):
+        entries = [(f"{where}.{key}" if where else str(key), key, item) for key, item in value.items()]
+    elif isinstance(value, list | tuple):
+        entries = [(f"{where}[{index}]", index, item) for index, item in enumerate(value)]
+    else:
+        return
+    for path, key, item in entries:
+        yield path, key, item
+        yield from _entries(item, path)
+
+
 def _targets_in(value: Any, where: str) -> Iterator[tuple[str, Any]]:
     """``(key path, target)`` of every ``_target_`` in ``value`` (mappings and lists, at any depth)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key == "_target_":
-                yield path, item
-            else:
-                yield from _targets_in(item, path)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _targets_in(item, f"{where}[{index}]")
-
-
-def _interpolations_in(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    """``(key path, text)`` of every string in ``value`` that OmegaConf would resolve (``${...}``)."""
-    if isinstance(value, str):
-        if "${" in value:
-            yield where, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _interpolations_in(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _interpolations_in(item, f"{where}[{index}]")
+    return ((path, item) for path, key, item in _entries(value, where) if key == "_target_")
 
 
 def _shipped_targets(group: str, inside: tuple[str, ...]) -> set[str]:
@@ -107,25 +98,19 @@ def _torch_classes(role: str) -> dict[str, type]:
     return found
 
 
-def _spellings(name: str) -> set[str]:
-    """``name`` and the module-and-qualified-name spelling of what it names (``torch.optim.adamw.AdamW``)."""
-    from hydra.utils import get_object
-
-    obj = get_object(name)  # an allowed name only: the configs cdvd ships
-    return {name, f"{obj.__module__}.{obj.__qualname__}"}
-
-
 @functools.cache
 def allowed_targets() -> dict[str, frozenset[str]]:
-    """The allow-list: for each part of :data:`ROLES`, the ``_target_`` names a file may give it."""
+    """The allow-list: for each part of :data:`ROLES`, the ``_target_`` names a file may give it, each under its name
+    and its module-and-qualified-name spelling (``torch.optim.adamw.AdamW``)."""
+    from hydra.utils import get_object
+
     allowed = {}
     for role, (group, inside) in ROLES.items():
-        names: set[str] = set()
-        for name in _shipped_targets(group, inside):
-            names |= _spellings(name)
-        for name, cls in _torch_classes(role).items():
-            names |= {name, f"{cls.__module__}.{cls.__qualname__}"}
-        allowed[role] = frozenset(names)
+        # get_object runs on the names of the configs cdvd ships only, never on a name read from a file
+        named = {name: get_object(name) for name in _shipped_targets(group, inside)} | _torch_classes(role)
+        allowed[role] = frozenset(
+            spelling for name, obj in named.items() for spelling in (name, f"{obj.__module__}.{obj.__qualname__}")
+        )
     return allowed
 
 
@@ -156,11 +141,12 @@ def check_file_targets(
     """
     allowed = allowed_targets()
     tail = f"; {advice}" if advice else ""
-    for where, text in _interpolations_in(data, ""):
-        raise CheckpointError(
-            f"{source}: hyper_parameters {where}={text} is an interpolation (${{...}}), which cdvd's checkpoints never "
-            f"hold (their values are resolved): refused, nothing in it was built{tail}"
-        )
+    for where, _, text in _entries(data, ""):
+        if isinstance(text, str) and "${" in text:  # a string OmegaConf would resolve
+            raise CheckpointError(
+                f"{source}: hyper_parameters {where}={text} is an interpolation (${{...}}), which cdvd's checkpoints "
+                f"never hold (their values are resolved): refused, nothing in it was built{tail}"
+            )
     for key, value in data.items():
         own = {t for _, t in _targets_in((also or {}).get(key), "") if isinstance(t, str)}
         permitted = allowed.get(str(key), frozenset()) | own

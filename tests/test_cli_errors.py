@@ -199,6 +199,7 @@ def test_lr_finder_settings_are_named() -> None:
     assert settings("lr_finder.num_iter=7").num_iter == 7
     for override, named in (
         ("lr_finder.num_iter=abc", "lr_finder.num_iter=abc: not a whole number"),
+        ("lr_finder.num_iter=1", "lr_finder.num_iter=1: must be >= 3"),  # was a ValueError after the data set-up
         ("lr_finder.end_lr=1e-9", "lr_finder.end_lr=1e-09: must be above lr_finder.start_lr=1e-07"),
         ("lr_finder.start_lr=x", "lr_finder.start_lr=x: not a number"),
         ("lr_finder.diverge_th=0", "lr_finder.diverge_th=0: must be > 0"),

@@ -72,7 +72,7 @@ def validation_psnr(root: Path) -> tuple[float, list[tuple[np.ndarray, np.ndarra
             out = crop_to(module.net(padded).out, size)[0]
             to_u8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # noqa: E731
             pairs.append((to_u8(out), to_u8(item["sharp"][2])))
-    return float(module.val_psnr.compute()), pairs
+    return float(module.val_means["psnr"].compute()), pairs
 
 
 @pytest.mark.parametrize("border", [4, 9])

@@ -83,6 +83,9 @@ def test_msssim_loss_with_small_patches_is_a_config_error(smoke_overrides: list[
     with pytest.raises(ConfigError, match="161"):
         check_config(cfg)
     check_config(compose_train([*smoke_overrides, "loss=msssim_l1", "data.patch_size=192"]))
+    # the schema reads the patch size before the loss's rule does (was int()'s "invalid literal" message)
+    with pytest.raises(ConfigError, match="data.patch_size=abc: not a whole number"):
+        check_config(compose_train([*smoke_overrides, "loss=msssim_l1", "data.patch_size=abc"]))
 
 
 def test_missing_resume_checkpoint_is_a_config_error(smoke_overrides: list[str], tmp_path: Path) -> None:

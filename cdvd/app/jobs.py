@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cdvd.atomic import probe_writable
 from cdvd.checkpoints import given_checkpoint
 from cdvd.data.io import IMAGE_EXTENSIONS, read_rgb
-from cdvd.errors import ConfigError, DataError, UserError, check_count, check_positive_number
+from cdvd.errors import ConfigError, DataError, UserError
+from cdvd.settings import count, number, read_settings
 from cdvd.video import VIDEO_SUFFIXES, compare_path, read_video, read_video_frames
 
 if TYPE_CHECKING:  # the pipeline (torch) loads when a run starts, not when the page's rules are imported
@@ -55,9 +56,25 @@ class AppSettings:
     ``{"size", "overlap"}``, or the short form ``tile=SIZE`` whose overlap follows the size)."""
 
 
-def default_workdir() -> Path:
-    """``cdvd-app`` in the system's temporary folder (``$TMPDIR``, else ``/tmp``)."""
-    return Path(tempfile.gettempdir()) / "cdvd-app"
+@dataclass
+class AppConfig:
+    """``configs/app.yaml`` as checked, before :func:`app_settings` resolves it into :class:`AppSettings`."""
+
+    checkpoint: str | None
+    host: str
+    port: int = count(1)
+    workdir: str | None  # null: cdvd-app in the system's temporary folder ($TMPDIR, else /tmp)
+    max_upload_mb: float = number()
+    device: str
+    precision: str
+    backend: str
+    tile: Any  # cdvd-deblur's {size, overlap}, or the short form tile=SIZE
+
+    def __post_init__(self) -> None:
+        if self.port > 65535:
+            raise ConfigError(f"port={self.port}: must be 1..65535")
+        if not isinstance(self.tile, dict | None) and (isinstance(self.tile, bool) or not isinstance(self.tile, int)):
+            raise ConfigError(f"tile={self.tile}: pass tile.size=N (a multiple of 4, or null) and tile.overlap=N")
 
 
 def app_settings(cfg: DictConfig) -> AppSettings:
@@ -66,25 +83,16 @@ def app_settings(cfg: DictConfig) -> AppSettings:
     Raises:
         ConfigError: a setting that cannot work, named.
     """
-    checkpoint = given_checkpoint(cfg.get("checkpoint"))  # that it loads: check_engine, before serving
-    port = check_count("port", cfg.get("port"), 1)
-    if port > 65535:
-        raise ConfigError(f"port={port}: must be 1..65535")
-    megabytes = check_positive_number("max_upload_mb", cfg.get("max_upload_mb"))
-    workdir = Path(cfg.get("workdir") or default_workdir()).expanduser().resolve()
-    tile = cfg.get("tile")
-    if isinstance(tile, DictConfig):
-        tile = OmegaConf.to_container(tile)
-    elif tile is not None and (isinstance(tile, bool) or not isinstance(tile, int)):  # else the short form tile=512
-        raise ConfigError(f"tile={tile}: pass tile.size=N (a multiple of 4, or null) and tile.overlap=N")
-    deblur = {key: cfg.get(key) for key in ("device", "precision", "backend")}
+    config = read_settings(AppConfig, cfg)
+    checkpoint = given_checkpoint(config.checkpoint)  # that it loads: check_engine, before serving
+    workdir = Path(config.workdir or Path(tempfile.gettempdir()) / "cdvd-app").expanduser().resolve()
     return AppSettings(
         checkpoint=checkpoint.resolve(),
-        host=str(cfg.get("host")),
-        port=port,
+        host=config.host,
+        port=config.port,
         workdir=workdir,
-        max_upload_bytes=int(megabytes * 1024 * 1024),
-        deblur={**deblur, "tile": tile},
+        max_upload_bytes=int(config.max_upload_mb * 1024 * 1024),
+        deblur={"device": config.device, "precision": config.precision, "backend": config.backend, "tile": config.tile},
     )
 
 
@@ -143,23 +151,20 @@ def _check_video(path: Path) -> None:
 
 
 def _check_frames(paths: Sequence[Path]) -> None:
-    names: set[str] = set()
-    size: tuple[tuple[int, ...], str] | None = None
+    shapes: dict[str, tuple[int, ...]] = {}  # by name, in the order given
     for path in paths:
         if path.name.startswith("."):
             raise _refuse(path.name, "a hidden file, not a frame")
-        if path.name in names:
+        if path.name in shapes:
             raise DataError(f"{path.name}: uploaded twice; each frame of a clip needs a name of its own")
-        names.add(path.name)
         try:
-            shape = read_rgb(path).shape
+            shape = shapes[path.name] = read_rgb(path).shape
         except DataError as err:
             raise _refuse(path.name, "not an image that can be read") from err
-        if size is None:
-            size = (shape, path.name)
-        elif shape != size[0]:
+        first, size = next(iter(shapes.items()))
+        if shape != size:
             raise DataError(
-                f"{path.name} is {shape[1]}x{shape[0]} but {size[1]} is {size[0][1]}x{size[0][0]}: "
+                f"{path.name} is {shape[1]}x{shape[0]} but {first} is {size[1]}x{size[0]}: "
                 "the frames of a clip must all have one size"
             )
 
@@ -240,15 +245,10 @@ def deblur_upload(
     choices: dict[str, Any] | None = None,
     on_frame: FrameCallback | None = None,
 ) -> JobResult:
-    """Check ``paths``, copy them into a new job folder and deblur them into ``job/result.mp4`` with the side-by-side
-    ``job/result_compare.mp4``, as ``cdvd-deblur input=... output=result.mp4 compare=true`` does.
-
-    Args:
-        paths: the uploaded files.
-        settings: the app's settings (checkpoint, working folder, limits).
-        choices: ``cdvd-deblur`` settings chosen on the page (``device``, ``precision``, ``backend``, ``tile``) over
-            the app's.
-        on_frame: progress, after each frame written.
+    """Check the uploaded files ``paths``, copy them into a new job folder and deblur them into ``job/result.mp4``
+    with the side-by-side ``job/result_compare.mp4``, as ``cdvd-deblur input=... output=result.mp4 compare=true``
+    does. ``choices``: ``cdvd-deblur`` settings chosen on the page (``device``, ``precision``, ``backend``, ``tile``)
+    over the app's; ``on_frame``: progress, after each frame written.
 
     Raises:
         UserError: a refused upload or setting (the job folder is then removed: a refused run leaves nothing).

@@ -21,9 +21,6 @@ from cdvd.errors import ConfigError, UserError, user_message
 logger = logging.getLogger(__name__)
 
 DEVICES = ["auto", "cpu", "cuda"]
-PRECISIONS = list(hardware.PRECISIONS)
-BACKENDS = list(backends.BACKENDS)
-INSTALL_HINT = "pip install 'cdvd[app]'"
 
 
 def import_gradio(settings: AppSettings) -> ModuleType:
@@ -42,7 +39,7 @@ def import_gradio(settings: AppSettings) -> ModuleType:
     try:
         import gradio
     except ImportError as err:
-        raise ConfigError(f"cdvd-app needs Gradio, which is not installed: {INSTALL_HINT}") from err
+        raise ConfigError("cdvd-app needs Gradio, which is not installed: pip install 'cdvd[app]'") from err
     return gradio
 
 
@@ -116,9 +113,9 @@ def build_page(gr: ModuleType, settings: AppSettings) -> Any:
                 upload = gr.File(label="Video, or its frames (images)", file_count="multiple", elem_id="upload")
                 with gr.Row():
                     device = gr.Dropdown(DEVICES, value=first.get("device"), label="Device", allow_custom_value=True)
-                    precision = gr.Dropdown(PRECISIONS, value=first.get("precision"), label="Precision")
+                    precision = gr.Dropdown(list(hardware.PRECISIONS), value=first.get("precision"), label="Precision")
                 with gr.Row():
-                    backend = gr.Dropdown(BACKENDS, value=first.get("backend"), label="Backend")
+                    backend = gr.Dropdown(list(backends.BACKENDS), value=first.get("backend"), label="Backend")
                     tile_size = gr.Number(value=size or 0, label="Tile size (0: whole frames)",
                                           precision=0, minimum=0, step=4)  # fmt: skip
                 start = gr.Button("Run", variant="primary", elem_id="run")

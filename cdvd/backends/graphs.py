@@ -1,14 +1,14 @@
 """The network's parts as traceable graphs, and their conversion to OpenVINO: what a backend runs and what
 :mod:`cdvd.export` writes (the deployment tool depends on this module, not the reverse).
 
-Parts (``part``): ``full`` (the whole two-stage cascade, (5, 1, 3, H, W) frames -> (1, 1, 3, H, W) restored
-centre), ``stage`` (one cascade stage, (3, 1, 3, H, W) -> (1, 1, 3, H, W)), ``flow`` (PWC-Net), ``reconstruction``
-(the encoder-decoder) and ``alignment`` (flow, warps and the sharpness prior: the reconstruction's inputs). Each
-part's inputs and outputs are declared once, in :data:`SIGNATURES`.
+Parts (``part``): ``full`` (the whole two-stage cascade), ``stage`` (one cascade stage), ``flow`` (PWC-Net),
+``reconstruction`` (the encoder-decoder) and ``alignment`` (flow, warps and the sharpness prior: the reconstruction's
+inputs). Each part's inputs and outputs, with their shapes, are declared once, in :data:`SIGNATURES`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections import Counter
@@ -53,24 +53,24 @@ SIGNATURES: dict[str, PartSignature] = {
 PARTS: tuple[str, ...] = tuple(SIGNATURES)
 
 
-class FullGraph(nn.Module):
-    """The whole cascade as a module: (5, 1, 3, H, W) frames -> (1, 1, 3, H, W), :meth:`CDVDTSP.forward`'s ``out``
-    (stage 1 on the three overlapping triples, stage 2 on the three stage-1 results)."""
+class _ModelGraph(nn.Module):
+    """A graph over the whole network (its weights under ``model.``)."""
 
     def __init__(self, model: CDVDTSP) -> None:
         super().__init__()
         self.model = model
+
+
+class FullGraph(_ModelGraph):
+    """The whole cascade as a module: (5, 1, 3, H, W) frames -> (1, 1, 3, H, W), :meth:`CDVDTSP.forward`'s ``out``
+    (stage 1 on the three overlapping triples, stage 2 on the three stage-1 results)."""
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model(frames.transpose(0, 1)).out.unsqueeze(0)
 
 
-class StageGraph(nn.Module):
+class StageGraph(_ModelGraph):
     """One cascade stage as a module: (3, 1, 3, H, W) frames -> (1, 1, 3, H, W) restored centre."""
-
-    def __init__(self, model: CDVDTSP) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model.restore_centres(frames)
@@ -87,12 +87,8 @@ class FlowGraph(nn.Module):
         return self.flow(reference, neighbour)
 
 
-class AlignmentGraph(nn.Module):
+class AlignmentGraph(_ModelGraph):
     """The reconstruction net's inputs of one stage: (3, 1, 3, H, W) frames -> (1, 10, H, W)."""
-
-    def __init__(self, model: CDVDTSP) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model.aligned_inputs(frames)
@@ -146,12 +142,9 @@ def convert_openvino(
     """``part`` of ``model`` as an ``openvino.Model``: static at ``size`` = (H, W), or dynamic H and W if None."""
     ov = import_openvino()
     module = part_module(model, part)
-    shapes = part_io(part).inputs.values()
     example = example_inputs(part, size or EXAMPLE_SIZE)
-    if size is None:
-        input_shapes = [ov.PartialShape(list(shape)) for shape in shapes]
-    else:
-        input_shapes = [ov.PartialShape(list(x.shape)) for x in example]
+    shapes = part_io(part).inputs.values() if size is None else [x.shape for x in example]
+    input_shapes = [ov.PartialShape(list(shape)) for shape in shapes]
     with torch.no_grad(), exporter_warnings_logged(f"{part} to OpenVINO"):
         return ov.convert_model(module, example_input=example if len(example) > 1 else example[0], input=input_shapes)
 
@@ -170,6 +163,4 @@ def cpu_float_model(model: CDVDTSP) -> CDVDTSP:
     param = next(model.parameters())
     if param.device.type == "cpu" and param.dtype == torch.float32:
         return model
-    import copy
-
     return copy.deepcopy(model).to("cpu", torch.float32)

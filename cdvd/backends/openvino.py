@@ -74,8 +74,6 @@ class OpenVINOStage:
             on the CPU): the reconstruction net's ``INFERENCE_PRECISION_HINT``. The alignment always runs in f32.
         cache_dir: where converted and compiled models are kept for later processes (see the module docstring),
             or None to convert and compile in memory only.
-        device: OpenVINO device name (``CPU``, ``GPU``, ``AUTO``).
-        num_threads: CPU inference threads (``INFERENCE_NUM_THREADS``), or None for OpenVINO's default.
 
     Raises:
         ImportError: openvino is not installed (the message says how to install it).
@@ -87,18 +85,15 @@ class OpenVINOStage:
         *,
         precision: str = "fp32",
         cache_dir: str | os.PathLike | None = None,
-        device: str = "CPU",
-        num_threads: int | None = None,
     ) -> None:
         ov = import_openvino()
         self.precision = precision
-        self.device = device
+        self.device = "CPU"  # the OpenVINO device
         self.residual = model.residual
         self._core = ov.Core()
-        threads = {} if num_threads is None else {"INFERENCE_NUM_THREADS": int(num_threads)}
         self._configs: dict[str, dict[str, object]] = {
-            "alignment": {"INFERENCE_PRECISION_HINT": "f32", **threads},
-            "reconstruction": {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], **threads},
+            "alignment": {"INFERENCE_PRECISION_HINT": "f32"},
+            "reconstruction": {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]},
         }
         self._cache = None if cache_dir is None else CacheFolder(Path(cache_dir) / "openvino")
         self._ir_sha256: dict[str, str] = {}
@@ -112,11 +107,10 @@ class OpenVINOStage:
     def compiled_for(self, height: int, width: int) -> StageModels:
         """The compiled models for (H, W) frames, compiled on first use (or read from the cache)."""
         key = (int(height), int(width))
-        compiled = self._compiled.get(key)
-        if compiled is None:
+        if key not in self._compiled:
             with signal_stack_kept():  # OpenVINO's compile leaves the thread a signal stack it frees later
-                compiled = StageModels(*(self._cached_or_compiled(part, key) for part in PARTS))
-            actual = _type_name(compiled.reconstruction.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
+                self._compiled[key] = StageModels(*(self._cached_or_compiled(part, key) for part in PARTS))
+            actual = self.inference_precision(*key)
             if actual != OPENVINO_PRECISIONS[self.precision]:
                 logger.warning(
                     "OpenVINO runs %dx%d frames at %s, not the requested %s (no native support on this %s)",
@@ -126,8 +120,7 @@ class OpenVINOStage:
                     self.precision,
                     self.device,
                 )
-            self._compiled[key] = compiled
-        return compiled
+        return self._compiled[key]
 
     def _cached_or_compiled(self, part: str, size: tuple[int, int]) -> object:
         cache, config, entry = self._cache, self._configs[part], None
@@ -149,8 +142,8 @@ class OpenVINOStage:
         sized = self._models[part].clone()  # type: ignore[attr-defined]
         sized.reshape({sized.inputs[0].get_any_name(): ov.PartialShape(_input_shape(part, size))})
         compiled = self._core.compile_model(sized, self.device, config)
-        precision = config["INFERENCE_PRECISION_HINT"]
-        logger.info("OpenVINO %s compiled for %dx%d frames (%s, %s)", part, size[1], size[0], self.device, precision)
+        hint = config["INFERENCE_PRECISION_HINT"]
+        logger.info("OpenVINO %s compiled for %dx%d frames (%s, %s)", part, size[1], size[0], self.device, hint)
         if cache is not None and entry is not None:
 
             def write(folder: Path) -> None:
@@ -163,12 +156,10 @@ class OpenVINOStage:
         """The infer requests (alignment, reconstruction) that run (H, W) frames, made once per compiled model and
         reused by every call (a request holds its intermediate buffers; results are copied out of it)."""
         key = (int(height), int(width))
-        requests = self._requests.get(key)
-        if requests is None:
+        if key not in self._requests:
             compiled = self.compiled_for(*key)
-            requests = tuple(model.create_infer_request() for model in compiled)  # type: ignore[attr-defined]
-            self._requests[key] = requests  # type: ignore[assignment]
-        return requests  # type: ignore[return-value]
+            self._requests[key] = tuple(model.create_infer_request() for model in compiled)  # type: ignore[assignment,attr-defined]
+        return self._requests[key]
 
     def inference_precision(self, height: int, width: int) -> str:
         """The precision OpenVINO actually runs the reconstruction net at for (H, W) frames (``f32`` or ``bf16``)."""
@@ -220,7 +211,6 @@ class CacheFolder:
         is absent, or (with a warning) when it is incomplete or damaged."""
         if not entry.is_dir():
             return None
-        problem = None
         try:
             record = json.loads((entry / RECORD).read_text(encoding="utf-8"))
             expected = dict(record["sha256"])
@@ -228,12 +218,10 @@ class CacheFolder:
         except (OSError, ValueError, KeyError, TypeError) as err:
             problem = f"incomplete ({err})"
         else:
-            for name in names:
-                if hashlib.sha256(files[name]).hexdigest() != expected.get(name):
-                    problem = f"{name} differs from what was saved"
-                    break
-        if problem is None:
-            return files
+            damaged = [name for name in names if hashlib.sha256(files[name]).hexdigest() != expected.get(name)]
+            if not damaged:
+                return files
+            problem = f"{damaged[0]} differs from what was saved"
         logger.warning("ignoring the cached %s %s: %s; making it again", what, entry, problem)
         return None
 
@@ -299,42 +287,36 @@ def cached_stage(model: CDVDTSP, cache: CacheFolder, core: object) -> tuple[dict
     """
     ov = import_openvino()
     entry = cache.root / "ir" / conversion_key(model)
-    files = cache.load(entry, IR_FILES, "OpenVINO stage")
-    models = None if files is None else _read_parts(core, entry, files)
-    if files is not None and models is not None:
+    stage = _read_stage(cache, core, entry)
+    if stage is not None:
         logger.info("OpenVINO stage read from the cache %s", entry)
-        return models, _parts_sha256(files)
+        return stage
     converted = {part: convert_openvino(cpu_float_model(model), part=part) for part in PARTS}
 
     def write(folder: Path) -> None:
         for part, part_model in converted.items():
             ov.save_model(part_model, str(folder / f"{part}.xml"), compress_to_fp16=False)
 
-    if not cache.save(entry, write, IR_FILES):
-        return converted, {}
-    files = cache.load(entry, IR_FILES, "OpenVINO stage")
-    models = None if files is None else _read_parts(core, entry, files)
-    if files is None or models is None:
+    stage = _read_stage(cache, core, entry) if cache.save(entry, write, IR_FILES) else None
+    if stage is None:
         return converted, {}
     logger.info("OpenVINO stage converted and cached in %s", entry)
-    return models, _parts_sha256(files)
+    return stage
 
 
-def _read_parts(core: object, entry: Path, files: dict[str, bytes]) -> dict[str, object] | None:
-    """The models in the (verified) bytes of a cached stage, or None (with a warning) when OpenVINO cannot read one."""
+def _read_stage(cache: CacheFolder, core: object, entry: Path) -> tuple[dict[str, object], dict[str, str]] | None:
+    """The models of the cached stage at ``entry`` and, per part, a SHA-256 over its files' SHA-256; None when the
+    entry is absent, or (with a warning) damaged or unreadable by OpenVINO."""
+    files = cache.load(entry, IR_FILES, "OpenVINO stage")
+    if files is None:
+        return None
     try:
-        return {part: core.read_model(files[f"{part}.xml"], files[f"{part}.bin"]) for part in PARTS}  # type: ignore[attr-defined]
+        models = {part: core.read_model(files[f"{part}.xml"], files[f"{part}.bin"]) for part in PARTS}  # type: ignore[attr-defined]
     except RuntimeError as err:
         logger.warning("ignoring the cached OpenVINO stage %s: OpenVINO cannot read it (%s)", entry, err)
         return None
-
-
-def _parts_sha256(files: dict[str, bytes]) -> dict[str, str]:
-    """Per part, a SHA-256 over its files' SHA-256."""
-    return {
-        part: _sha256_of({name: hashlib.sha256(files[name]).hexdigest() for name in (f"{part}.xml", f"{part}.bin")})
-        for part in PARTS
-    }
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    return models, {part: _sha256_of({n: digests[n] for n in (f"{part}.xml", f"{part}.bin")}) for part in PARTS}
 
 
 def _input_shape(part: str, size: tuple[int, int]) -> list[int]:

@@ -15,19 +15,15 @@ StageFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def prepare_torch_model(model: CDVDTSP, *, channels_last: bool = False, compile: bool = False) -> StageFn:
-    """A ``restore_centres`` callable for ``model`` with the chosen speed options.
+    """``model.restore_centres`` ((T, B, 3, H, W) RGB in [0, 1] -> (T - 2, B, 3, H, W)) with the speed options.
 
     Args:
         model: the network, already on its device; put in eval mode. ``channels_last`` converts its weights in
             place (NHWC memory; the values are unchanged, so the model stays usable as before).
         channels_last: store the conv weights as NHWC, which makes oneDNN (CPU) and cuDNN run the convolutions
             in that layout. Inputs stay as they are; outputs have the same values, laid out as the convs choose.
-        compile: wrap the stage in ``torch.compile`` (``dynamic=False``: recompiled once per frame size, the
+        compile: ``torch.compile`` the stage's heavy parts (``dynamic=False``: recompiled once per frame size, the
             first call at a new size takes long). Needs a C++ compiler on CPU.
-
-    Returns:
-        ``stage(frames)`` with the contract of :meth:`CDVDTSP.restore_centres`:
-        (T, B, 3, H, W) RGB in [0, 1] -> (T - 2, B, 3, H, W).
     """
     model.eval()
     if channels_last:
@@ -37,10 +33,6 @@ def prepare_torch_model(model: CDVDTSP, *, channels_last: bool = False, compile:
         # ``Module.compile`` keeps the parameter names, so checkpoints still load. The flow decoders stay eager:
         # their 81-displacement cost volumes unroll into a graph that takes many minutes to compile.
         logger.info("compiling the reconstruction net and the flow pyramid with torch.compile (once per frame size)")
-        for module in _compiled_parts(model):
+        for module in (model.recons, model.flow.pwc.extractor, model.flow.pwc.refiner):
             module.compile(dynamic=False)
     return model.restore_centres
-
-
-def _compiled_parts(model: CDVDTSP) -> list[torch.nn.Module]:
-    return [model.recons, model.flow.pwc.extractor, model.flow.pwc.refiner]

@@ -6,15 +6,11 @@ cdvd-app checkpoint=model.ckpt device=cuda port=8080 workdir=app_runs/
 
 from __future__ import annotations
 
-import logging
-
 import hydra
 from omegaconf import DictConfig
 
 from cdvd.app.jobs import app_settings, check_engine, make_workdir
 from cdvd.cli.common import CONFIG_PATH, run_cli, run_hydra
-
-logger = logging.getLogger(__name__)
 
 
 def run_app(cfg: DictConfig) -> None:
@@ -34,7 +30,6 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line (its errors as one line: run_hydra)."""
     run_hydra(_main, "cdvd-app")
 
 

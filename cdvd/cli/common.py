@@ -61,16 +61,6 @@ THIRD_PARTY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 
 
-def prepare_argv() -> None:
-    """Call first in every console script: makes ``sys.argv`` what Hydra's override grammar accepts, registers
-    the resolvers the configs use (``${cdvd_run_name:...}`` names sweep folders) and hides
-    :data:`THIRD_PARTY_WARNINGS`."""
-    register_resolvers()
-    register_help_resolver()  # --help's parts (configs/hydra/help/cdvd.yaml)
-    hide_third_party_warnings()
-    sys.argv[1:] = quote_non_ascii(sys.argv[1:])
-
-
 def hide_third_party_warnings() -> None:
     """Ignore :data:`THIRD_PARTY_WARNINGS` in this process (a console script's choice, never a library import's)."""
     for message, category in THIRD_PARTY_WARNINGS:
@@ -94,7 +84,10 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
 
     With ``HYDRA_FULL_ERROR=1`` set by the user, Hydra reports everything its own way.
     """
-    prepare_argv()
+    register_resolvers()  # those the configs use (${cdvd_run_name:...} names sweep folders)
+    register_help_resolver()  # --help's parts (configs/hydra/help/cdvd.yaml)
+    hide_third_party_warnings()
+    sys.argv[1:] = quote_non_ascii(sys.argv[1:])  # what Hydra's override grammar accepts
     if any(is_rerun_flag(arg) for arg in sys.argv[1:]):
         fail(
             prog,
@@ -113,9 +106,8 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
         cause = err.__cause__
         fail(prog, user_message(cause) if isinstance(cause, UserError) else hydra_message(err, prog))
     finally:
-        if before is None:
-            os.environ.pop(FULL_ERROR, None)
-        else:
+        os.environ.pop(FULL_ERROR, None)
+        if before is not None:
             os.environ[FULL_ERROR] = before
 
 

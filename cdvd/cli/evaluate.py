@@ -34,7 +34,6 @@ def _main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
     run_hydra(_main, "cdvd-eval")
 
 

@@ -164,11 +164,8 @@ def format_settings(settings: list[Setting], values: dict[str, Any] | None = Non
     rows = []
     for setting in settings:
         indent = "  " * (len(setting.path) - 1)
-        found, value = _lookup(values, setting.path) if values is not None else (False, None)
-        if found and not isinstance(value, dict):
-            shown = format_value(value)
-        else:
-            shown = setting.value
+        found, value = _lookup(values, setting.path)
+        shown = format_value(value) if found and not isinstance(value, dict) else setting.value
         rows.append((f"{indent}{setting.path[-1]}:{' ' + shown if shown else ''}", setting.comment))
     column = min(max((len(left) for left, _ in rows), default=0) + 2, COMMENT_COLUMN_MAX)
     lines = []

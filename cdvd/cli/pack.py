@@ -19,12 +19,8 @@ def run_pack(cfg: DictConfig) -> PackReport:
     if OmegaConf.is_missing(cfg, "root"):
         raise ConfigError("root=DIR is required (the dataset root to pack)")
     splits = cfg.splits
-    if OmegaConf.is_list(splits):
-        splits = OmegaConf.to_container(splits)
-    elif splits is not None:  # splits=train
-        splits = [splits]
-    if splits is not None:
-        splits = [None if s is None else str(s) for s in splits]
+    if splits is not None:  # splits=train or splits=[train,test]
+        splits = [None if s is None else str(s) for s in (splits if OmegaConf.is_list(splits) else [splits])]
     return pack_dataset(
         cfg.root,
         cfg.output,
@@ -43,7 +39,6 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: Hydra's command line (non-ASCII values quoted, its errors as one line: run_hydra)."""
     run_hydra(_main, "cdvd-pack")
 
 

@@ -101,7 +101,6 @@ def camera_path(
     and length from frame to frame without jumps.
 
     Args:
-        rng: the random generator.
         n_frames: exposures (output frames).
         sub_frames: samples per exposure.
         motion: (min, max) of the mean translation per exposure, output pixels.

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,9 @@ def check_counts(prefix: str = "", **counts: Any) -> None:
 class DeblurDataModule(pl.LightningDataModule):
     """Paired blurry/sharp videos for training (random 5-frame patches) and validation (whole frames).
 
-    Each split is read from ``train_root``/``val_root`` when set, else from ``root``, with the split names
-    ``train_split``/``val_split`` interpreted by the layout (see :mod:`cdvd.data.layouts`); a split of
-    ``None`` means the root is the split's folder itself.
-
     Args:
         layout: ``dvd``, ``gopro``, ``reds``, ``folder`` or ``auto`` (guessed from the folders).
-        root: the dataset root holding both splits.
+        root: the dataset root holding both splits (named as the layout names them: :mod:`cdvd.data.layouts`).
         train_root: the training split's root, instead of ``root``.
         val_root: the validation split's root, instead of ``root``.
         train_split: name of the training split (``train``); ``None``: the root is the split.
@@ -141,17 +138,6 @@ class DeblurDataModule(pl.LightningDataModule):
             raise ConfigError(f"val_{err}") from err
         if samples_per_epoch is not None and batches_per_epoch is not None:
             raise ConfigError("set samples_per_epoch or batches_per_epoch, not both")
-        check_counts(
-            clip_length=clip_length,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            patch_size=patch_size,
-            n_frames_per_video=n_frames_per_video,
-            samples_per_epoch=samples_per_epoch,
-            batches_per_epoch=batches_per_epoch,
-            val_n_frames_per_video=val_n_frames_per_video,
-            num_workers=num_workers,
-        )
         if synthesize is not None and layout != "folder":
             raise ValueError(f"synthesize needs the folder layout, instead got layout={layout!r}")
         if frame_store is not None:
@@ -161,7 +147,8 @@ class DeblurDataModule(pl.LightningDataModule):
         # checkpoints hold plain data only (they are read back with weights_only=True): no DictConfig, no Path
         root, train_root, val_root = (str(r) if r is not None else None for r in (root, train_root, val_root))
         synthesize = plain(synthesize)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # every argument, by name
+        check_counts(**{name: self.hparams[name] for name in COUNTS})
         self.layout = layout
         self.root = root
         self.train_root = train_root
@@ -195,8 +182,9 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def split_source(self, kind: str) -> tuple[Path, str | None]:
         """(root, split) of the ``train`` or ``val`` split; the root is the frame store's folder when reading one."""
+        split = self.train_split if kind == "train" else self.val_split
         if self.frame_store is not None:
-            return self.frame_store.path, self.train_split if kind == "train" else self.val_split
+            return self.frame_store.path, split
         if kind in self._synthetic:
             return self._synthetic[kind], None
         own = self.train_root if kind == "train" else self.val_root
@@ -205,7 +193,7 @@ class DeblurDataModule(pl.LightningDataModule):
             raise DataError(
                 f"no dataset root for the {kind} split: set data.root, data.{kind}_root or data.frame_store"
             )
-        return Path(base), self.train_split if kind == "train" else self.val_split
+        return Path(base), split
 
     def split_folder(self, kind: str) -> Path:
         """The folder that holds one split in the ``folder`` layout (where ``synthesize`` writes it)."""
@@ -243,9 +231,7 @@ class DeblurDataModule(pl.LightningDataModule):
     def _cap(videos: list[VideoPair], n_frames: int | None) -> list[VideoPair]:
         if n_frames is None:
             return videos
-        return [
-            VideoPair(v.name, v.blur[:n_frames], v.gt[:n_frames] if v.gt is not None else None, v.size) for v in videos
-        ]
+        return [replace(v, blur=v.blur[:n_frames], gt=v.gt[:n_frames] if v.gt is not None else None) for v in videos]
 
     # ------------------------------------------------------------------------------------------------- setup
 

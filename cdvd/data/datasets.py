@@ -33,10 +33,8 @@ class FrameReader:
     The cache lives in the process that reads: each DataLoader worker fills its own copy, so use it with
     ``persistent_workers`` (or ``num_workers=0``) and budget (workers + 1) x the decoded dataset size in RAM.
 
-    Args:
-        cache: keep every decoded frame.
-        store: read the frames from this frame store instead of their files; the paths are then the store's
-            (``store.path / key``, as :meth:`cdvd.data.frame_store.FrameStore.videos` gives them).
+    With a ``store``, the frames come from that frame store instead of their files; the paths are then the store's
+    (``store.path / key``, as :meth:`cdvd.data.frame_store.FrameStore.videos` gives them).
     """
 
     def __init__(self, cache: bool = False, store: FrameStore | None = None) -> None:
@@ -67,10 +65,6 @@ class FrameReader:
                     f"{frames[0].shape[0]}x{frames[0].shape[1]} of {paths[0]}: {path}"
                 )
         return frames
-
-    def stack(self, paths: Sequence[Path]) -> np.ndarray:
-        """Frames of one clip as (T, H, W, 3)."""
-        return np.stack(self.clip(paths))
 
 
 class TrainClipDataset(Dataset):
@@ -138,12 +132,10 @@ class TrainClipDataset(Dataset):
         return state
 
     def _rng(self, index: int) -> np.random.Generator:
-        if get_worker_info() is None and self.seed is not None:
-            if self._generator is None:
-                self._generator = torch.Generator().manual_seed(self.seed)
-            draw = torch.randint(0, 2**62, (), generator=self._generator)
-        else:
-            draw = torch.randint(0, 2**62, ())
+        seeded = get_worker_info() is None and self.seed is not None  # else the process's RNG, seeded per worker
+        if seeded and self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        draw = torch.randint(0, 2**62, (), generator=self._generator if seeded else None)
         return np.random.default_rng([int(draw), index])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -229,10 +221,10 @@ class WindowDataset(Dataset):
         v, centre = self.items[index]
         video = self.videos[v]
         indices = window_indices(centre, self.clip_length, len(video))
-        blur = self.reader.stack([video.blur[i] for i in indices])
+        blur = np.stack(self.reader.clip([video.blur[i] for i in indices]))
         item: dict[str, Any] = {"blur": frames_to_tensor(blur)}
         if video.gt is not None:
-            sharp = self.reader.stack([video.gt[i] for i in indices])
+            sharp = np.stack(self.reader.clip([video.gt[i] for i in indices]))
             if sharp.shape != blur.shape:
                 raise DataError(
                     f"video {video.name}: GT frames of {sharp.shape[1]}x{sharp.shape[2]} but blurry "

@@ -5,9 +5,9 @@ to the dataset root in POSIX form (``train/blur/720p/00000.png``); values are th
 disk (``encoding="file"``, the default), so a PNG stays a PNG: the same pixels, the size of the tree. With
 ``encoding="raw"`` the values are the decoded uint8 RGB arrays instead: no decode when training (a copy instead of
 a PNG decode, ~100x less CPU per frame in ``scripts/bench_data.py``) for 1.5-3x the disk and page cache of
-photographic PNGs. One more key,
-:data:`META_KEY`, holds a JSON record: format and version, the source root, the layout, ``blur_gamma``, each
-split's videos (names and frame keys) and each frame's shape, so that training needs only the store.
+photographic PNGs. One more key, :data:`META_KEY`, holds a JSON record: format and version, the source root, the
+layout, ``blur_gamma``, each split's videos (names and frame keys) and each frame's shape, so that training needs
+only the store.
 
 The habit follows BasicSR's LMDB datasets (keys per frame, a meta record, read-only environments opened with
 ``lock=False, readahead=False``), written for our layouts. ``lmdb`` is an optional extra: ``pip install 'cdvd[lmdb]'``.
@@ -66,7 +66,6 @@ class StoreMeta:
         splits: the videos of each split; the split ``None`` when the root was itself one split.
         shapes: each frame's shape as read, (H, W, 3), by key.
         encoding: ``file`` (values are the frame files' bytes) or ``raw`` (decoded uint8 RGB, C order).
-        version: the store's format version.
     """
 
     source_root: str
@@ -75,7 +74,6 @@ class StoreMeta:
     splits: dict[str | None, tuple[StoreVideo, ...]]
     shapes: dict[str, tuple[int, int, int]]
     encoding: str = "file"
-    version: int = FORMAT_VERSION
 
     @property
     def n_frames(self) -> int:
@@ -84,7 +82,7 @@ class StoreMeta:
     def to_json(self) -> bytes:
         record = {
             "format": FORMAT,
-            "version": self.version,
+            "version": FORMAT_VERSION,
             "source_root": self.source_root,
             "layout": self.layout,
             "blur_gamma": self.blur_gamma,
@@ -123,9 +121,9 @@ class StoreMeta:
             return cls(
                 record["source_root"], record["layout"], bool(record["blur_gamma"]), splits, shapes, record["encoding"]
             )
+        except DataError:
+            raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            if isinstance(err, DataError):
-                raise
             raise DataError(f"broken meta record in frame store {store}: {err!r}") from err
 
 
@@ -269,16 +267,17 @@ class FrameStore:
                 raise DataError(f"frame {key} in the frame store {self.path} has {frame.size} bytes, not {shape}")
             return frame.reshape(shape).copy()  # copied before the buffer goes
 
-    def videos(
-        self, split: str | None, *, layout: str = "auto", blur_gamma: bool = False, require_gt: bool = True
-    ) -> list[VideoPair]:
-        """The videos of one split, with frame paths ``path / key`` (what :meth:`key` maps back).
+    def videos(self, split: str | None, *, layout: str = "auto", blur_gamma: bool = False) -> list[VideoPair]:
+        """The videos of one split, with their GT (what training needs), frame paths ``path / key`` (what :meth:`key`
+        maps back).
 
         Args:
             split: the split's name, ``None`` for a store packed from one split's folder.
             layout: the layout the caller expects (``auto``: any); another is a ConfigError naming ``layout``.
             blur_gamma: the caller's ``blur_gamma``; it must be the one the store was packed with.
-            require_gt: a video without GT is a DataError.
+
+        Raises:
+            DataError: a split the store does not hold, or a video of it without GT.
         """
         meta = self.meta
         if layout != "auto" and layout != meta.layout:
@@ -293,15 +292,8 @@ class FrameStore:
             raise DataError(f"split {split} is not in the frame store {self.path} (it holds: {held})")
         pairs = []
         for video in meta.splits[split]:
-            if video.gt is None and require_gt:
+            if video.gt is None:
                 raise DataError(f"video {video.name} has no GT frames in the frame store {self.path}")
-            height, width, _ = meta.shapes[video.blur[0]]
-            pairs.append(
-                VideoPair(
-                    name=video.name,
-                    blur=tuple(self.path / k for k in video.blur),
-                    gt=tuple(self.path / k for k in video.gt) if video.gt is not None else None,
-                    size=(height, width),
-                )
-            )
+            blur, gt = (tuple(self.path / key for key in keys) for keys in (video.blur, video.gt))
+            pairs.append(VideoPair(video.name, blur, gt, size=meta.shapes[video.blur[0]][:2]))
         return pairs

@@ -61,10 +61,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 RGB (H, W, 3), upright (its EXIF orientation applied, as viewers show it). Grey images
     are expanded, alpha is dropped."""
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    if data is None:
+    if not path.is_file():
         raise DataError(f"image not found: {path}")
-    return decode_rgb(data, str(path))
+    return decode_rgb(np.fromfile(path, dtype=np.uint8), str(path))
 
 
 def decode_rgb(data: np.ndarray | bytes | memoryview, source: str) -> np.ndarray:
@@ -123,10 +122,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib and scikit-image
-        return read_rgb(path).shape[:2]
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with scikit-image; imported where needed
+
     try:
         with Image.open(path) as img:
             # the stored size (Pillow's TIFF reader reports a TIFF's upright one: its stored one is in its tags)

@@ -93,20 +93,21 @@ def _no_videos(folder: Path, layout: str, expected: str) -> DataError:
 
 
 def _pair_folders(
-    blur_dirs: dict[str, Path],
-    gt_dirs: dict[str, Path] | None,
-    *,
-    blur_parent: Path,
-    gt_parent: Path | None,
-    require_gt: bool,
+    layout: str, blur_parent: Path, gt_parent: Path, require_gt: bool, expected: str
 ) -> list[tuple[str, Path, Path | None]]:
-    """Match blurry and GT video folders by name; differing lists are an error when GT is there."""
-    if gt_dirs is None:
+    """(name, blurry folder, GT folder or None) of the video folders in ``blur_parent``, matched by name with those in
+    ``gt_parent``. DataError: no video folder (``expected``: what the layout wants), no ``gt_parent`` where GT is
+    required, or video lists that differ."""
+    blur_dirs = {p.name: p for p in _subdirs(blur_parent)}
+    if not blur_dirs:
+        raise _no_videos(blur_parent, layout, expected)
+    if not gt_parent.is_dir():
         if require_gt:
             raise DataError(
                 f"ground-truth folder not found: {gt_parent} (needed for the blurry videos in {blur_parent})"
             )
         return [(name, folder, None) for name, folder in blur_dirs.items()]
+    gt_dirs = {p.name: p for p in _subdirs(gt_parent)}
     only_blur = sorted(set(blur_dirs) - set(gt_dirs), key=natural_key)
     only_gt = sorted(set(gt_dirs) - set(blur_dirs), key=natural_key)
     if only_blur or only_gt:
@@ -130,25 +131,16 @@ def _collect(
         blur_parent = _first_existing(base, _FOLDER_BLUR)
         if blur_parent is None:
             raise _no_videos(base, layout, "blur/<video>/* and gt/<video>/*, or INPUT/<video>/* and GT/<video>/*")
-        gt_parent = _first_existing(base, _FOLDER_GT)
-        blur_dirs = {p.name: p for p in _subdirs(blur_parent)}
-        if not blur_dirs:
-            raise _no_videos(blur_parent, layout, "one folder of frames per video")
-        gt_dirs = {p.name: p for p in _subdirs(gt_parent)} if gt_parent is not None else None
-        return _pair_folders(
-            blur_dirs,
-            gt_dirs,
-            blur_parent=blur_parent,
-            gt_parent=gt_parent or base / "gt",
-            require_gt=require_gt,
-        )
+        gt_parent = _first_existing(base, _FOLDER_GT) or base / "gt"
+        return _pair_folders(layout, blur_parent, gt_parent, require_gt, "one folder of frames per video")
 
     if layout in ("dvd", "gopro"):
         base = _split_root(root, split)
-        blur_names = (
-            ("blur_gamma",) if blur_gamma and layout == "gopro" else (("blur",) if layout == "gopro" else _DVD_BLUR)
-        )
-        gt_names = ("sharp",) if layout == "gopro" else _DVD_GT
+        if layout == "gopro":
+            blur_names, gt_names = ("blur_gamma" if blur_gamma else "blur",), ("sharp",)
+            expected = f"<sequence>/{blur_names[0]}/* and <sequence>/sharp/*"
+        else:
+            blur_names, gt_names, expected = _DVD_BLUR, _DVD_GT, "<video>/input/* and <video>/GT/*"
         videos = []
         for video in _subdirs(base):
             blur = _first_existing(video, blur_names)
@@ -159,11 +151,6 @@ def _collect(
                 raise DataError(f"ground-truth folder not found: {video / gt_names[0]}")
             videos.append((video.name, blur, gt))
         if not videos:
-            expected = (
-                "<video>/input/* and <video>/GT/*"
-                if layout == "dvd"
-                else f"<sequence>/{blur_names[0]}/* and <sequence>/sharp/*"
-            )
             raise _no_videos(base, layout, expected)
         return videos
 
@@ -174,22 +161,14 @@ def _collect(
                 found = ", ".join(candidates) or "none"
                 raise DataError(f"reds layout needs a split for {root} (<split>_blur folders found: {found})")
             split = candidates[0]
-        blur_parent = None
-        for base in (root, root / split):
-            if (base / f"{split}_blur").is_dir():
-                blur_parent = base / f"{split}_blur"
-                break
+        blur_parent = next((p for p in (root / f"{split}_blur", root / split / f"{split}_blur") if p.is_dir()), None)
         if blur_parent is None:
             raise DataError(
                 f"blurry folder not found: {root / f'{split}_blur'} (expected the reds layout: "
                 f"<split>_blur/<seq>/* and <split>_sharp/<seq>/*)"
             )
         gt_parent = blur_parent.with_name(f"{split}_sharp")
-        blur_dirs = {p.name: p for p in _subdirs(blur_parent)}
-        if not blur_dirs:
-            raise _no_videos(blur_parent, layout, "<seq>/* folders")
-        gt_dirs = {p.name: p for p in _subdirs(gt_parent)} if gt_parent.is_dir() else None
-        return _pair_folders(blur_dirs, gt_dirs, blur_parent=blur_parent, gt_parent=gt_parent, require_gt=require_gt)
+        return _pair_folders(layout, blur_parent, gt_parent, require_gt, "<seq>/* folders")
 
     check_layout(layout)
     raise AssertionError(layout)  # every layout is handled above
@@ -297,12 +276,8 @@ def detect_layout(root: str | os.PathLike) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset root not found: {root}")
-    found = _match_layout(root)
-    if found is None:
-        for child in _subdirs(root):
-            found = _match_layout(child)
-            if found is not None:
-                break
+    matches = (_match_layout(folder) for folder in (root, *_subdirs(root)))  # the root first, then its splits
+    found = next((layout for layout in matches if layout is not None), None)
     if found is None:
         raise DataError(
             f"cannot tell the dataset layout of {root}: expected one of dvd (<video>/input, <video>/GT), "

@@ -23,13 +23,10 @@ def make_once(target: str | os.PathLike, make: Callable[[], Any]) -> bool:
     """Call ``make()`` to create ``target`` unless it exists, holding a file lock so one process makes it.
 
     A process that finds the lock held waits until the holder is done, then finds ``target`` in place and returns
-    without making it. ``make`` must create ``target`` whole or not at all (``cdvd.synth.synthesize`` writes into a
-    staging folder and renames it), so a crash never leaves a half-made folder behind. The lock is an OS file lock
-    (``fcntl`` on Linux): it guards processes on one machine and on shared file systems that support such locks.
-
-    Args:
-        target: the folder (or file) that ``make`` creates.
-        make: creates ``target``.
+    without making it. ``make`` must create ``target`` whole or not at all (:func:`cdvd.data.synthetic.synthesize`
+    writes into a staging folder and renames it), so a crash never leaves a half-made folder behind. The lock is an OS
+    file lock (``fcntl`` on Linux): it guards processes on one machine and on shared file systems that support such
+    locks.
 
     Returns:
         True when this call made ``target``, False when it existed (or another process made it meanwhile).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,9 @@ def _frame_bytes(root: Path, key: str, meta: StoreMeta) -> bytes:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from err
 
 
-def _put_all(env: Any, items: Iterable[tuple[bytes, bytes]]) -> None:
+def _put_all(env: Any, items: Sequence[tuple[bytes, bytes]]) -> None:
     """Write one transaction; when the map is full, double it and write the transaction again."""
     lmdb = import_lmdb()
-    items = list(items)
     while True:
         try:
             with env.begin(write=True) as txn:

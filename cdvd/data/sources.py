@@ -69,21 +69,15 @@ class VideoSource:
     def frame_count(self) -> int | None:
         """Exact for a folder; for a video file the container's count, else one from its duration and rate
         (``None`` when it says neither)."""
-        if self.frame_files is not None:
-            return len(self.frame_files)
-        return self.reader().info.expected_frames
+        return len(self.frame_files) if self.frame_files is not None else self.reader().info.expected_frames
 
     def fps(self) -> float:
         """Frame rate of a video file (25 for frame folders)."""
-        if self.frame_files is not None:
-            return DEFAULT_FPS
-        return float(self.reader().info.frame_rate)
+        return DEFAULT_FPS if self.frame_files is not None else float(self.reader().info.frame_rate)
 
     def output_name(self, index: int) -> str:
         """PNG name of output frame ``index``: the input's name, or ``00000.png`` ... for a video file."""
-        if self.frame_files is not None:
-            return self.frame_files[index].stem + ".png"
-        return f"{index:05d}.png"
+        return self.frame_files[index].stem + ".png" if self.frame_files is not None else f"{index:05d}.png"
 
     def frames(self) -> Iterator[DecodedFrame]:
         """The frames with their index and timestamp (a folder's frames are timed by their index), read one at a
@@ -188,11 +182,8 @@ def layout_videos(root: Path, split: str | None, *, require_gt: bool) -> list[Vi
 
 
 def discover_sources(path: str | os.PathLike, split: str = "test") -> list[VideoSource]:
-    """The videos to deblur at ``path``.
-
-    ``path`` may be a video file (any suffix of :data:`cdvd.video.VIDEO_SUFFIXES`), a folder of frames, a dataset
-    root in a layout of :mod:`cdvd.data.layouts` (its ``split``, blurry frames only), or a folder of videos
-    (subfolders of frames and/or video files).
+    """The videos to deblur at ``path``: any path of the module's docstring (a video file: any suffix of
+    :data:`cdvd.video.VIDEO_SUFFIXES`; a dataset root: its ``split``, blurry frames only).
 
     Raises:
         DataError: ``path`` is missing or holds nothing to deblur; two videos would share a name.

@@ -123,9 +123,8 @@ def synthesize(
     rng = np.random.default_rng(seed)
 
     if source == "video":
-        needed = n_videos * n_frames * sub_frames
-        frames = [fit_frame(f, sides) for f in hfr_frames(Path(source_path), needed)]
         per_video = n_frames * sub_frames
+        frames = [fit_frame(f, sides) for f in hfr_frames(Path(source_path), n_videos * per_video)]
         available = len(frames) // per_video
         if available == 0:
             raise DataError(
@@ -204,12 +203,6 @@ def _write_videos(staging: Path, jobs: Sequence[tuple[str, Any]], settings: Mapp
 _NOT_RECORDED = ("output", "overwrite")
 
 
-def synthesis_defaults() -> dict[str, Any]:
-    """The recorded arguments of :func:`synthesize` and their defaults, read from its signature (their one home)."""
-    parameters = inspect.signature(synthesize).parameters.items()
-    return {name: p.default for name, p in parameters if name not in _NOT_RECORDED}
-
-
 @dataclass
 class SynthesisSettings:
     """The recorded settings of :func:`synthesize` (its signature holds the defaults), as a dataset records them in
@@ -241,6 +234,13 @@ class SynthesisSettings:
             raise ConfigError(f"jpeg_quality must be in 1..100 or null, instead got {self.jpeg_quality}")
         if self.source not in SOURCES:
             raise ConfigError(f"source must be one of {', '.join(SOURCES)}, instead got {self.source!r}")
+        if self.source != "builtin":  # the source's path: given, and there
+            if self.source_path is None:
+                raise ConfigError(f"source={self.source} needs source_path=...")
+            if not Path(self.source_path).exists():
+                raise ConfigError(f"source_path not found: {self.source_path}")
+            if self.source == "folder" and not Path(self.source_path).is_dir():
+                raise ConfigError(f"source=folder needs a folder of images, instead got the file {self.source_path}")
 
 
 def resolve_settings(**given: Any) -> dict[str, Any]:
@@ -250,7 +250,8 @@ def resolve_settings(**given: Any) -> dict[str, Any]:
     Raises:
         DataError: a bad setting, named (``n_frames=abc: not a whole number``), or a source path that is missing.
     """
-    defaults = synthesis_defaults()
+    parameters = inspect.signature(synthesize).parameters.items()  # the defaults' one home
+    defaults = {name: p.default for name, p in parameters if name not in _NOT_RECORDED}
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise DataError(f"unknown setting(s) of cdvd-synth: {', '.join(unknown)}")
@@ -258,11 +259,9 @@ def resolve_settings(**given: Any) -> dict[str, Any]:
     if values["source_path"] is not None:
         values["source_path"] = os.fspath(values["source_path"])
     try:
-        settings = dataclasses.asdict(read_settings(SynthesisSettings, values))
+        return dataclasses.asdict(read_settings(SynthesisSettings, values))
     except ConfigError as err:
         raise DataError(str(err)) from None
-    _check_source(settings)
-    return settings
 
 
 def recorded_settings(folder: Path) -> dict[str, Any] | None:
@@ -305,18 +304,6 @@ def synthetic_split(target: str | os.PathLike, settings: Mapping[str, Any]) -> P
             other = ", ".join(f"{k}={recorded[k]}" for k in wanted if recorded[k] != wanted[k])
             logger.info("%s holds the built-in data made with %s: the data asked for is in %s", target, other, keyed)
     raise DataError(f"{keyed} holds other data than data.synthesize asks for: remove it (or set data.root)")
-
-
-def _check_source(settings: Mapping[str, Any]) -> None:
-    """The source's path: given where the source needs one, and there."""
-    source, source_path = settings["source"], settings["source_path"]
-    if source != "builtin":
-        if source_path is None:
-            raise DataError(f"source={source} needs source_path=...")
-        if not Path(source_path).exists():
-            raise DataError(f"source_path not found: {source_path}")
-        if source == "folder" and not Path(source_path).is_dir():
-            raise DataError(f"source=folder needs a folder of images, instead got the file {source_path}")
 
 
 def check_output(output: Path, overwrite: bool) -> None:

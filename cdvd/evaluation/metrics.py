@@ -24,7 +24,28 @@ SSIM_C1 = (0.01 * 255) ** 2
 SSIM_C2 = (0.03 * 255) ** 2
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> None:
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # float64 where the backend has it: sums of squared 8-bit errors stay exact
+    return torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Float images (any shape, nominally in [0, 1]) -> their uint8 levels as floats in [0, 255] (clip, x255, round),
+    in the working precision of the device (float64 on CPU/CUDA)."""
+    return (images.detach().to(_work_dtype(images.device)).clamp(0, 1) * 255.0).round()
+
+
+def to_uint8(frame: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the levels the metrics score."""
+    return quantize(frame).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _quantized_pair(
+    pred: torch.Tensor, target: torch.Tensor, crop_border: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images checked, rounded to their uint8 levels (:func:`quantize`) and cropped by ``crop_border`` pixels at
+    every border (``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`)."""
+    crop_border = protocol.crop_border(crop_border)
     if pred.shape != target.shape:
         raise ValueError(f"prediction and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     if pred.dim() != 4 or pred.shape[1] != 3:
@@ -34,38 +55,11 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> N
     h, w = pred.shape[-2:]
     if h <= 2 * crop_border or w <= 2 * crop_border:
         raise ValueError(f"a {h}x{w} image has nothing left after cropping {crop_border} pixels per border")
-
-
-def _work_dtype(device: torch.device) -> torch.dtype:
-    # float64 where the backend has it: sums of squared 8-bit errors stay exact
-    return torch.float64 if device.type in ("cpu", "cuda") else torch.float32
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] -> their uint8 levels as floats in [0, 255] (clip, x255, round).
-
-    Args:
-        images: any shape, float, nominally in [0, 1].
-
-    Returns:
-        Same shape, in the working precision of the device (float64 on CPU/CUDA), integral values in [0, 255].
-    """
-    return (images.detach().to(_work_dtype(images.device)).clamp(0, 1) * 255.0).round()
-
-
-def to_uint8(frame: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float RGB in [0, 1] -> (H, W, 3) uint8 (clip, x255, round): the levels the metrics score."""
-    return quantize(frame).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def _crop(images: torch.Tensor, crop_border: int) -> torch.Tensor:
+    x, y = quantize(pred), quantize(target)
     if crop_border == 0:
-        return images
-    return images[..., crop_border:-crop_border, crop_border:-crop_border]
-
-
-def _as_float32(values: torch.Tensor, keep_precision: bool) -> torch.Tensor:
-    return values if keep_precision else values.float()
+        return x, y
+    inside = (..., slice(crop_border, -crop_border), slice(crop_border, -crop_border))
+    return x[inside], y[inside]
 
 
 def psnr_protocol(
@@ -74,20 +68,16 @@ def psnr_protocol(
     """PSNR in dB of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
 
     Args:
-        pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
-        target: (B, 3, H, W) float RGB in [0, 1].
+        pred, target: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
         crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
         keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
 
     Returns:
         (B,) PSNR in dB (``inf`` for identical frames), float32, on the inputs' device.
     """
-    crop_border = protocol.crop_border(crop_border)
-    _check_pair(pred, target, crop_border)
-    x = _crop(quantize(pred), crop_border)
-    y = _crop(quantize(target), crop_border)
-    mse = (x - y).pow(2).mean(dim=(1, 2, 3))
-    return _as_float32(10.0 * torch.log10(255.0**2 / mse), keep_precision)
+    x, y = _quantized_pair(pred, target, crop_border)
+    psnr = 10.0 * torch.log10(255.0**2 / (x - y).pow(2).mean(dim=(1, 2, 3)))
+    return psnr if keep_precision else psnr.float()
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -109,24 +99,12 @@ def _filter_valid(images: torch.Tensor, kernel_1d: torch.Tensor) -> torch.Tensor
 def ssim_protocol(
     pred: torch.Tensor, target: torch.Tensor, crop_border: int | None = None, *, keep_precision: bool = False
 ) -> torch.Tensor:
-    """SSIM of each frame, on uint8-rounded RGB with ``crop_border`` pixels cropped at each border.
+    """SSIM of each frame in [-1, 1], on the inputs of :func:`psnr_protocol` and returned as it does.
 
     11x11 Gaussian window (sigma 1.5), C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2, 'valid' filtering (the map
     is 10 pixels smaller than the cropped image in each direction), the map averaged over pixels and channels.
-
-    Args:
-        pred: (B, 3, H, W) float RGB in [0, 1] (values outside are clipped).
-        target: (B, 3, H, W) float RGB in [0, 1].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
-        keep_precision: return the working precision (float64 on CPU/CUDA) instead of float32.
-
-    Returns:
-        (B,) SSIM in [-1, 1], float32, on the inputs' device.
     """
-    crop_border = protocol.crop_border(crop_border)
-    _check_pair(pred, target, crop_border)
-    x = _crop(quantize(pred), crop_border)
-    y = _crop(quantize(target), crop_border)
+    x, y = _quantized_pair(pred, target, crop_border)
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, got {x.shape[-2:]}")
     kernel = torch.as_tensor(gaussian_window(), dtype=x.dtype, device=x.device)
@@ -137,7 +115,8 @@ def ssim_protocol(
     ssim_map = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
         (mu_x.pow(2) + mu_y.pow(2) + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
     )
-    return _as_float32(ssim_map.mean(dim=(1, 2, 3)), keep_precision)
+    ssim = ssim_map.mean(dim=(1, 2, 3))
+    return ssim if keep_precision else ssim.float()
 
 
 def _hwc_to_batch(image: np.ndarray, name: str) -> torch.Tensor:
@@ -147,22 +126,12 @@ def _hwc_to_batch(image: np.ndarray, name: str) -> torch.Tensor:
 
 
 def psnr_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = None) -> float:
-    """:func:`psnr_protocol` of one pair of uint8 images.
-
-    Args:
-        pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
-    """
+    """:func:`psnr_protocol` of one pair of (H, W, 3) uint8 RGB images."""
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(psnr_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])
 
 
 def ssim_uint8(pred: np.ndarray, target: np.ndarray, crop_border: int | None = None) -> float:
-    """:func:`ssim_protocol` of one pair of uint8 images.
-
-    Args:
-        pred, target: (H, W, 3) uint8 RGB, range [0, 255].
-        crop_border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
-    """
+    """:func:`ssim_protocol` of one pair of (H, W, 3) uint8 RGB images."""
     pred_t, target_t = _hwc_to_batch(pred, "pred"), _hwc_to_batch(target, "target")
     return float(ssim_protocol(pred_t, target_t, crop_border, keep_precision=True)[0])

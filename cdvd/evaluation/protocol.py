@@ -23,28 +23,12 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cdvd.atomic import atomic_destination
+from cdvd.atomic import write_text_atomic
 from cdvd.models.cdvd_tsp import CLIP_LENGTH
-
-__all__ = [
-    "CLIP_LENGTH",
-    "CROP_BORDER",
-    "FRAME_SETS",
-    "REPORT_CSV_HEADER",
-    "FrameScore",
-    "MetricAccumulator",
-    "VideoScore",
-    "check_frame_set",
-    "crop_border",
-    "scored_frames",
-    "write_report",
-]
 
 CROP_BORDER = 4
 """Pixels left out at every border of a frame before PSNR/SSIM (the published tables: 4)."""
@@ -66,14 +50,9 @@ def check_frame_set(frames: str) -> str:
 
 
 def scored_frames(n_frames: int, frames: str = "paper", clip_length: int | None = None) -> range:
-    """Indices of the frames of an ``n_frames``-frame video that the protocol scores.
-
-    Args:
-        n_frames: the video's length.
-        frames: ``paper``: centres with a full window inside the video (frames 2..n-3 for 5-frame windows);
-            ``all``: every frame.
-        clip_length: the window length; ``None``: :data:`CLIP_LENGTH`.
-    """
+    """Indices of the frames of an ``n_frames``-frame video that the protocol scores: with ``paper``, the centres of
+    a full ``clip_length``-frame window inside the video (frames 2..n-3 for 5-frame windows; ``None``:
+    :data:`CLIP_LENGTH`), with ``all`` every frame."""
     check_frame_set(frames)
     if frames == "all":
         return range(n_frames)
@@ -102,12 +81,13 @@ class VideoScore:
     ssim: float
     frames: int
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "frames": self.frames}
 
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values) if values else math.nan
+def _mean_score(frames: list[tuple[float, float, str | None]]) -> VideoScore:
+    """The mean PSNR and SSIM of ``(psnr, ssim, name)`` ``frames``, NaN for none."""
+    count = len(frames)
+    if count == 0:
+        return VideoScore(math.nan, math.nan, 0)
+    return VideoScore(math.fsum(f[0] for f in frames) / count, math.fsum(f[1] for f in frames) / count, count)
 
 
 @dataclass(frozen=True)
@@ -129,9 +109,7 @@ class MetricAccumulator:
     (:meth:`extremes`).
     """
 
-    _psnr: dict[str, list[float]] = field(default_factory=dict)
-    _ssim: dict[str, list[float]] = field(default_factory=dict)
-    _names: dict[str, list[str | None]] = field(default_factory=dict)
+    _frames: dict[str, list[tuple[float, float, str | None]]] = field(default_factory=dict)  # (psnr, ssim, name)
 
     def update(
         self,
@@ -150,39 +128,32 @@ class MetricAccumulator:
             names = [frames] if isinstance(frames, str) else list(frames)
             if len(names) != len(psnrs):
                 raise ValueError(f"got {len(names)} frame names for {len(psnrs)} scores")
-        self._psnr.setdefault(video, []).extend(psnrs)
-        self._ssim.setdefault(video, []).extend(ssims)
-        self._names.setdefault(video, []).extend(names)
+        self._frames.setdefault(video, []).extend(zip(psnrs, ssims, names, strict=True))
 
     def extremes(self) -> tuple[FrameScore, FrameScore] | None:
         """The named frames of lowest and of highest PSNR over all videos (the first one met on a tie), or ``None``
         when no named frame was added."""
         named = [
-            FrameScore(video, name, score)
-            for video, scores in self._psnr.items()
-            for name, score in zip(self._names[video], scores, strict=True)
+            FrameScore(video, name, psnr)
+            for video, frames in self._frames.items()
+            for psnr, _, name in frames
             if name is not None
         ]
         if not named:
             return None
         return min(named, key=lambda frame: frame.psnr), max(named, key=lambda frame: frame.psnr)
 
-    def video(self, name: str) -> VideoScore:
-        return VideoScore(_mean(self._psnr[name]), _mean(self._ssim[name]), len(self._psnr[name]))
-
     def per_video(self) -> dict[str, VideoScore]:
-        return {name: self.video(name) for name in self._psnr}
+        return {name: _mean_score(frames) for name, frames in self._frames.items()}
 
     def total(self) -> VideoScore:
-        psnr = [v for values in self._psnr.values() for v in values]
-        ssim = [v for values in self._ssim.values() for v in values]
-        return VideoScore(_mean(psnr), _mean(ssim), len(psnr))
+        return _mean_score([frame for frames in self._frames.values() for frame in frames])
 
     def as_dict(self) -> dict[str, Any]:
         """``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {"psnr", "ssim", "frames"}}``."""
         return {
-            "videos": {name: score.as_dict() for name, score in self.per_video().items()},
-            "total": self.total().as_dict(),
+            "videos": {name: asdict(score) for name, score in self.per_video().items()},
+            "total": asdict(self.total()),
         }
 
 
@@ -191,9 +162,9 @@ class MetricAccumulator:
 
 
 def _number(value: Any) -> Any:
-    if isinstance(value, float) and np.isnan(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, float) and np.isinf(value):
+    if isinstance(value, float) and math.isinf(value):
         return "inf"
     return value
 
@@ -202,28 +173,20 @@ REPORT_CSV_HEADER = ("video", "psnr", "ssim", "frames")
 """The first row of the CSV beside a report (how ``cdvd-eval`` knows a CSV as one it wrote)."""
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_destination(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def write_report(report: Mapping[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``report`` (:meth:`MetricAccumulator.as_dict` plus any extra keys: the frame set, the crop border,
-    what was scored and with which checkpoint) as JSON, and its scores as a CSV beside it; both atomically.
-
-    Returns:
-        The JSON and CSV paths.
-    """
+    what was scored and with which checkpoint) as JSON, and its scores as a CSV beside it, both atomically. Returns
+    the JSON and CSV paths."""
     json_path = Path(json_path)
     csv_path = json_path.with_suffix(".csv")
     clean = {key: value for key, value in report.items() if key not in ("videos", "total")}
     clean["videos"] = {n: {k: _number(v) for k, v in s.items()} for n, s in report["videos"].items()}
     clean["total"] = {k: _number(v) for k, v in report["total"].items()}
-    _write_text(json_path, json.dumps(clean, indent=2) + "\n")
+    write_text_atomic(json_path, json.dumps(clean, indent=2) + "\n")
     lines = [list(REPORT_CSV_HEADER)]
     for name, score in [*report["videos"].items(), ("total", report["total"])]:
         lines.append([name, f"{score['psnr']:.4f}", f"{score['ssim']:.6f}", str(score["frames"])])
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(lines)
-    _write_text(csv_path, buffer.getvalue())
+    write_text_atomic(csv_path, buffer.getvalue())
     return json_path, csv_path

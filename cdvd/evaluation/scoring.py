@@ -23,11 +23,8 @@ _NAMED = 3
 
 
 def check_something_scored(gt: Mapping[str, Sequence[Path]], frames: str = "paper") -> None:
-    """Refuse an evaluation that would score no frame (its totals would be NaN), naming what was looked for.
-
-    Args:
-        gt: ``{video: GT frames}``, the videos to score.
-        frames: the frame set of :func:`cdvd.evaluation.protocol.scored_frames`.
+    """Refuse an evaluation of ``gt`` (``{video: GT frames}``) that would score no frame of the frame set ``frames``
+    (its totals would be NaN), naming what was looked for.
 
     Raises:
         DataError: no GT video, or none with a frame in the frame set (every video shorter than a window).
@@ -53,14 +50,10 @@ def evaluate_pairs(
     border: int | None = None,
     progress: bool = False,
 ) -> MetricAccumulator:
-    """Score every video: each scored GT frame against the result frame of the same stem, kept under that stem
-    (:meth:`cdvd.evaluation.protocol.MetricAccumulator.extremes`).
-
-    Args:
-        pairs: ``{video: (result frames, GT frames)}``.
-        frames: the frame set of :func:`cdvd.evaluation.protocol.scored_frames` (``paper`` or ``all``).
-        border: pixels left out at every border; ``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`.
-        progress: show a rich progress bar.
+    """Score every video of ``pairs`` (``{video: (result frames, GT frames)}``): each GT frame of the frame set
+    ``frames`` against the result frame of the same stem, kept under that stem
+    (:meth:`cdvd.evaluation.protocol.MetricAccumulator.extremes`), ``border`` pixels left out at every border
+    (``None``: :data:`cdvd.evaluation.protocol.CROP_BORDER`).
 
     Raises:
         DataError: nothing to score (:func:`check_something_scored`), a result frame is missing, or its size differs
@@ -83,29 +76,18 @@ def evaluate_pairs(
             jobs.append((name, result, gt_path))
         accumulator.update(name, [], [])
 
-    bar = None
-    if progress:
-        from rich.progress import Progress
+    from rich.progress import track
 
-        bar = Progress()
-        task = bar.add_task("scoring", total=len(jobs))
-        bar.start()
-    try:
-        for name, result, gt_path in jobs:
-            pred, target = read_rgb(result), read_rgb(gt_path)
-            if pred.shape != target.shape:
-                raise DataError(
-                    f"size {pred.shape[1]}x{pred.shape[0]} of {result} differs from "
-                    f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
-                )
-            try:
-                psnr, ssim = psnr_uint8(pred, target, border), ssim_uint8(pred, target, border)
-                accumulator.update(name, psnr, ssim, frames=gt_path.stem)  # named: found again by score
-            except ValueError as err:  # a border that leaves nothing of the frame
-                raise ConfigError(f"crop_border={border}: {err} ({gt_path})") from err
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+    for name, result, gt_path in track(jobs, description="scoring", disable=not progress):
+        pred, target = read_rgb(result), read_rgb(gt_path)
+        if pred.shape != target.shape:
+            raise DataError(
+                f"size {pred.shape[1]}x{pred.shape[0]} of {result} differs from "
+                f"{target.shape[1]}x{target.shape[0]} of the GT frame {gt_path}"
+            )
+        try:
+            psnr, ssim = psnr_uint8(pred, target, border), ssim_uint8(pred, target, border)
+            accumulator.update(name, psnr, ssim, frames=gt_path.stem)  # named: found again by score
+        except ValueError as err:  # a border that leaves nothing of the frame
+            raise ConfigError(f"crop_border={border}: {err} ({gt_path})") from err
     return accumulator

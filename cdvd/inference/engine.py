@@ -26,7 +26,9 @@ The engine holds only the model and its settings; everything about one video (it
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import itertools
 import logging
 import os
 from collections import deque
@@ -172,14 +174,12 @@ class VideoDeblurrer:
             raise ValueError(f"backend=openvino runs on the CPU (got device={self.device.type}): pass device=cpu")
         if backend == "openvino" and importlib.util.find_spec("openvino") is None:
             raise ValueError("backend=openvino needs the optional extra: pip install 'cdvd[openvino]'")
-        self._stage_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def _restore(self, frames: torch.Tensor) -> torch.Tensor:
+    @functools.cached_property
+    def _restore(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """One cascade stage through the backend, prepared on first use (an OpenVINO conversion takes a while, so
         a run refused before its first frame never pays for it)."""
-        if self._stage_fn is None:
-            self._stage_fn = self._stage_function()
-        return self._stage_fn(frames)
+        return self._stage_function()
 
     def _stage_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """``restore_centres`` of the chosen backend: (T, B, 3, H, W) -> (T - 2, B, 3, H, W)."""
@@ -213,26 +213,23 @@ class VideoDeblurrer:
 
     # -- the network
 
-    def _stage(self, triple: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
-        """One cascade stage on three frames, region by region: [(3, h, w)] * 3 -> [(3, h, w)] per region."""
+    def _per_region(
+        self, entries: Sequence[_Entry], network: Callable[[torch.Tensor], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """``network`` ((T, 1, 3, h, w) -> (1, 1, 3, h, w)) on the entries' frames: one (3, h, w) per region."""
         results = []
         with torch.inference_mode(), self._autocast():
-            for k in range(len(triple[0])):
-                stacked = torch.stack([frames[k] for frames in triple])[:, None]  # (3, 1, 3, h, w)
-                results.append(self._restore(stacked)[0, 0].float())
+            for k in range(len(entries[0].regions)):  # type: ignore[arg-type]
+                stacked = torch.stack([e.regions[k] for e in entries])[:, None]  # type: ignore[index]
+                results.append(network(stacked)[0, 0].float())
         return results
 
-    def _window(self, window: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
-        """The whole cascade on one 5-frame window through ``model(clip)``, region by region."""
-        results = []
-        with torch.inference_mode(), self._autocast():
-            for k in range(len(window[0])):
-                clip = torch.stack([frames[k] for frames in window])[None]  # (1, 5, 3, h, w)
-                if self.backend == "torch":
-                    results.append(self.model(clip).out[0].float())
-                else:  # the cascade as two stages: the 5 frames give 3 stage-1 results, and those the output
-                    results.append(self._restore(self._restore(clip.transpose(0, 1)))[0, 0].float())
-        return results
+    def _window(self, clip: torch.Tensor) -> torch.Tensor:
+        """The whole cascade on one (5, 1, 3, h, w) window: ``model(clip)`` for the torch backend, else as two
+        stages (the 5 frames give 3 stage-1 results, and those the output)."""
+        if self.backend == "torch":
+            return self.model(clip.transpose(0, 1)).out[None]
+        return self._restore(self._restore(clip))
 
     # -- public
 
@@ -280,13 +277,13 @@ class VideoDeblurrer:
             # R at the middle position is needed when an output at it or a neighbour is wanted
             middle = inputs[1]
             needed = any(e.real and not skip(e.position) for e in inputs)
-            regions = self._stage([e.regions for e in inputs]) if needed else None  # type: ignore[misc]
+            regions = self._per_region(inputs, self._restore) if needed else None
             restored.append(_Entry(middle.position, middle.real, regions))
             if len(restored) < 3:
                 continue
             centre = restored[1]
             if centre.real and not skip(centre.position):
-                yield centre.position, state.blend(self._stage([e.regions for e in restored]))  # type: ignore[misc]
+                yield centre.position, state.blend(self._per_region(restored, self._restore))
 
     def _run_windows(
         self, state: _VideoRun, extended: Iterator[tuple[int, bool, torch.Tensor]], skip: Callable[[int], bool]
@@ -298,17 +295,11 @@ class VideoDeblurrer:
                 continue
             centre = window[HALF]
             if centre.real and not skip(centre.position):
-                yield centre.position, state.blend(self._window([e.regions for e in window]))  # type: ignore[misc]
+                yield centre.position, state.blend(self._per_region(window, self._window))
 
     def deblur_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        """Deblur a whole video held as a tensor (for tests and small clips).
-
-        Args:
-            frames: (T, 3, H, W) float RGB in [0, 1].
-
-        Returns:
-            (T, 3, H, W) float32 on the CPU, not clipped.
-        """
+        """A whole video held as a tensor (tests, small clips): (T, 3, H, W) float RGB in [0, 1] -> (T, 3, H, W)
+        float32 on the CPU, not clipped."""
         return torch.stack([out for _, out in self.run(list(frames))])
 
 
@@ -343,11 +334,7 @@ def _extended(state: _VideoRun, frames: Iterable[FrameLike]) -> Iterator[tuple[i
     the last three (the end reflects onto frames n - 2 and n - 3).
     """
     iterator = iter(frames)
-    head: list[torch.Tensor] = []
-    for raw in iterator:
-        head.append(state.prepare(raw, len(head)))
-        if len(head) == CLIP_LENGTH:
-            break
+    head = [state.prepare(raw, index) for index, raw in enumerate(itertools.islice(iterator, CLIP_LENGTH))]
     if not head:
         raise DataError("the video has no frames")
     if len(head) < CLIP_LENGTH:  # the whole video is in memory: reflect with its known length
@@ -369,8 +356,6 @@ def _extended(state: _VideoRun, frames: Iterable[FrameLike]) -> Iterator[tuple[i
         recent.append((n, frame))
         yield n, True, frame
         n += 1
-    held = dict(recent)
+    held = dict(recent)  # the reflection rule reads at most 2 frames back
     for position, index in zip(range(n, n + HALF), window_indices(n - 1, CLIP_LENGTH, n)[HALF + 1 :], strict=True):
-        if index not in held:  # pragma: no cover - the reflection rule reads at most 2 frames back
-            raise AssertionError(f"reflection at the end of a {n}-frame video reads frame {index}")
         yield position, False, held[index]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from cdvd.data.sources import VideoSource, discover_sources, shard_sources
 from cdvd.errors import ConfigError
 from cdvd.inference.runner import FrameCallback, VideoReport, check_video_sources, plan_videos, run_plans
@@ -146,27 +148,20 @@ def deblur_with(
 
 def default_settings() -> dict[str, Any]:
     """The settings of ``cdvd-deblur`` as its packaged YAML file gives them (the one home of their defaults)."""
-    from omegaconf import OmegaConf
-
     text = importlib.resources.files("cdvd.configs").joinpath("deblur.yaml").read_text("utf-8")
     values = OmegaConf.to_container(OmegaConf.create(text))
     assert isinstance(values, dict)
-    for key in ("defaults", "hydra"):
-        values.pop(key, None)
-    return values
+    return {key: value for key, value in values.items() if key not in ("defaults", "hydra")}
 
 
 def settings_from(**values: Any) -> DeblurSettings:
-    """Checked :class:`DeblurSettings` from keyword arguments over the YAML defaults; an unknown name is refused."""
-    from omegaconf import OmegaConf
-
+    """Checked :class:`DeblurSettings` from keyword arguments (paths may be ``os.PathLike``) over the YAML
+    defaults; an unknown name is refused."""
     defaults = default_settings()
     unknown = sorted(set(values) - set(defaults))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; the settings are {', '.join(sorted(defaults))}")
-    for key, value in values.items():
-        if isinstance(value, os.PathLike):
-            values[key] = os.fspath(value)
+    values = {key: os.fspath(v) if isinstance(v, os.PathLike) else v for key, v in values.items()}
     return deblur_settings(OmegaConf.create({**defaults, **values}))
 
 
@@ -197,8 +192,6 @@ def deblur(
     Raises:
         UserError: a missing file or a setting that cannot work, with one message naming it.
     """
-    checked = settings_from(
-        input=os.fspath(input), output=os.fspath(output), checkpoint=os.fspath(checkpoint), **settings
-    )
+    checked = settings_from(input=input, output=output, checkpoint=checkpoint, **settings)
     own_process = bool(settings.get("reuse_memory", False))  # asked for by the caller, not the YAML's default
     return deblur_with(checked, on_frame=on_frame, own_process=own_process)

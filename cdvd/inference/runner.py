@@ -102,26 +102,6 @@ def check_video_sources(
         )
 
 
-def _check_video_output(output: Path, compare: bool) -> None:
-    # its suffix: the sink's writer (output_format), made first; here the destination (a folder, unwritable)
-    writable_destination(output)
-    if compare:
-        writable_destination(compare_path(output))
-
-
-def _make_sink(
-    source: VideoSource,
-    output: Path,
-    to_video: bool,
-    expected: dict[str, Any],
-    video: VideoOutputOptions | None,
-    compare: bool,
-) -> FrameSink:
-    if to_video:
-        return VideoFileSink(output, source, expected, video, compare=compare)
-    return FrameFolderSink(output / source.name, source, expected, compare=compare)
-
-
 def _key(path: Path) -> Path:
     return Path(os.path.normcase(os.path.abspath(path)))
 
@@ -165,15 +145,9 @@ def plan_videos(
     run left (PNG frames, a video file, or the segments of an interrupted video) are resumed when their record
     matches ``fingerprint`` plus the video's input (the content of its files) and, for a video file, the encoder
     settings; otherwise the run is refused, or with ``overwrite`` they are removed (every file the earlier run's
-    record lists) and made again. Every video is checked before any output is removed.
-
-    Args:
-        sources: the videos.
-        output: a folder, or a video file (by its suffix) for one video.
-        fingerprint: the engine's (:meth:`VideoDeblurrer.fingerprint`).
-        overwrite: replace outputs made another way instead of refusing.
-        video: the encoder settings of a video file output.
-        compare: also write side-by-side (blurry | deblurred) outputs beside each output.
+    record lists) and made again. Every video is checked before any output is removed. ``output`` is a folder, or a
+    video file (by its suffix) for one video; ``fingerprint`` the engine's (:meth:`VideoDeblurrer.fingerprint`);
+    ``compare`` adds side-by-side (blurry | deblurred) outputs beside each output.
 
     Raises:
         DataError: two inputs that map to one output file, an unwritable output, a record of the outputs that is
@@ -185,10 +159,17 @@ def plan_videos(
     output = Path(output)
     to_video = is_video_output(output)
     check_video_sources(output, sources)
-    expected = [{**(fingerprint or {}), "input": source_fingerprint(source)} for source in sources]
-    sinks = [_make_sink(s, output, to_video, e, video, compare) for s, e in zip(sources, expected, strict=True)]
-    if to_video:
-        _check_video_output(output, compare)
+    sinks: list[FrameSink] = []
+    for source in sources:
+        expected = {**(fingerprint or {}), "input": source_fingerprint(source)}
+        if to_video:
+            sinks.append(VideoFileSink(output, source, expected, video, compare=compare))
+        else:
+            sinks.append(FrameFolderSink(output / source.name, source, expected, compare=compare))
+    if to_video:  # its suffix: checked by the sink's writer, made first; here the destination (a folder, unwritable)
+        writable_destination(output)
+        if compare:
+            writable_destination(compare_path(output))
     check_distinct_outputs(sources, sinks)
     replace = []
     for source, sink in zip(sources, sinks, strict=True):
@@ -197,17 +178,14 @@ def plan_videos(
             for folder in sink.folders():  # type: ignore[attr-defined]
                 check_writable(folder)
         recorded = sink.recorded()
-        if recorded is not None and recorded != sink.fingerprint:
-            if not overwrite:
-                sink.abort()  # gives back what it took (a video output's lock): a retry in this process may proceed
-                changed = (
-                    "; ".join(differences(recorded, sink.fingerprint)) if recorded else "no record of what made them"
-                )
-                raise DataError(
-                    f"{sink.target} holds outputs made with other weights, input or settings ({changed}): "
-                    "pass overwrite=true to replace them, or choose another output"
-                )
         replace.append(recorded is not None and recorded != sink.fingerprint)
+        if replace[-1] and not overwrite:
+            sink.abort()  # gives back what it took (a video output's lock): a retry in this process may proceed
+            changed = "; ".join(differences(recorded, sink.fingerprint)) if recorded else "no record of what made them"
+            raise DataError(
+                f"{sink.target} holds outputs made with other weights, input or settings ({changed}): "
+                "pass overwrite=true to replace them, or choose another output"
+            )
     plans = []  # every video checked: only now is anything removed
     for source, sink, replaced in zip(sources, sinks, replace, strict=True):
         if replaced:
@@ -258,8 +236,12 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport, advance: Any) -> None:
+def _deblur_one(
+    deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport, bar: Any, on_frame: FrameCallback | None
+) -> None:
+    """One video into its sink; each written frame moves ``bar`` and calls ``on_frame``."""
     source, sink = plan.source, plan.sink
+    task = bar.add_task(source.name, total=plan.remaining) if bar is not None else None
     start = last = time.perf_counter()
     tap = FrameTap(source.frames(), keep=TAP_FRAMES, images=plan.compare)
     try:
@@ -271,7 +253,10 @@ def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport,
             logger.debug("%s/%s: %.3f s", source.name, source.output_name(index), now - last)
             last = now
             report.written += 1
-            advance()
+            if bar is not None:
+                bar.advance(task)
+            if on_frame is not None:
+                on_frame(source.name, report.written, plan.remaining)
         sink.close()
     except DataError as err:
         sink.abort()
@@ -281,6 +266,8 @@ def _deblur_one(deblurrer: VideoDeblurrer, plan: VideoPlan, report: VideoReport,
         raise
     report.warnings = list(source.problems)
     report.seconds = time.perf_counter() - start
+    if bar is not None:  # a damaged input ends early: the bar ends whole
+        bar.update(task, total=report.written, completed=report.written)
 
 
 def _summary(report: VideoReport) -> None:
@@ -292,21 +279,6 @@ def _summary(report: VideoReport) -> None:
         logger.warning("%s; damaged input: %s", line, "; ".join(report.warnings))
     else:
         logger.info("%s", line)
-
-
-def _advance(bar: Any, task: Any, name: str, total: int | None, on_frame: FrameCallback | None) -> Callable[[], None]:
-    """What each written frame moves: the terminal's bar and/or the caller's ``on_frame``."""
-    done = 0
-
-    def advance() -> None:
-        nonlocal done
-        done += 1
-        if bar is not None:
-            bar.advance(task)
-        if on_frame is not None:
-            on_frame(name, done, total)
-
-    return advance
 
 
 def run_plans(
@@ -334,11 +306,7 @@ def run_plans(
                 continue
             if plan.done:
                 logger.info("%s: %d of %s frames already written, resuming", name, len(plan.done), plan.count or "?")
-            task = bar.add_task(name, total=plan.remaining) if bar is not None else None
-            advance = _advance(bar, task, name, plan.remaining, on_frame)
-            _deblur_one(deblurrer, plan, report, advance)
-            if bar is not None:  # a damaged input ends early: the bar ends whole
-                bar.update(task, total=report.written, completed=report.written)
+            _deblur_one(deblurrer, plan, report, bar, on_frame)
             _summary(report)
     return reports
 
@@ -363,18 +331,10 @@ def deblur_videos(
     files are never rewritten), but only when they were made with the same weights, input and settings
     (:mod:`cdvd.inference.manifest`); otherwise the run is refused unless ``overwrite``.
 
-    Args:
-        deblurrer: the engine.
-        sources: from :func:`cdvd.data.sources.discover_sources`.
-        output: folder, or video file.
-        progress: show a rich progress bar (frames/s and ETA).
-        fps: frame rate of a video output (default: the input video's timestamps, or 25); overrides ``video.fps``.
-        overwrite: replace outputs made another way instead of refusing.
-        video: the encoder settings of a video file output.
-        compare: also write side-by-side (blurry | deblurred) outputs.
-
-    Returns:
-        One :class:`VideoReport` per video.
+    ``sources`` come from :func:`cdvd.data.sources.discover_sources`; ``progress`` shows a rich progress bar (frames/s
+    and ETA); ``fps`` is the frame rate of a video output (default: the input video's timestamps, or 25) and overrides
+    ``video.fps`` (the encoder settings); ``compare`` also writes side-by-side (blurry | deblurred) outputs. Returns
+    one :class:`VideoReport` per video.
     """
     video = video or VideoOutputOptions()
     if fps is not None:

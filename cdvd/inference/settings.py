@@ -86,15 +86,8 @@ class DeblurSettings:
         return {"output": Path(self.output)} if self.output else {}
 
     def video_options(self) -> VideoOutputOptions:
-        """The encoder settings of a video file output."""
-        return VideoOutputOptions(
-            codec=self.codec,
-            crf=self.crf,
-            preset=self.preset,
-            audio=self.audio,
-            segment_frames=self.segment_frames,
-            fps=self.fps,
-        )
+        """The encoder settings of a video file output (the settings of the same names)."""
+        return VideoOutputOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(VideoOutputOptions)})
 
     def tile_spec(self) -> TileSpec | None:
         """The tiling, or ``None`` for whole frames."""
@@ -131,9 +124,7 @@ class EvalSettings(DeblurSettings):
         """With ``pictures=true``: the worst and the best frame's pictures beside the report (``NAME_worst.png``,
         ``NAME_best.png`` for ``NAME.json``), by which; empty otherwise."""
         report = self.report_path()
-        if not self.pictures:
-            return {}
-        return {which: report.with_name(f"{report.stem}_{which}.png") for which in ("worst", "best")}
+        return {w: report.with_name(f"{report.stem}_{w}.png") for w in ("worst", "best")} if self.pictures else {}
 
     def results_path(self) -> Path | None:
         """The frames scored: ``results``, or with ``input=`` (deblurred first) ``results/`` beside the report."""

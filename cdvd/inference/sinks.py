@@ -41,13 +41,10 @@ class FrameSink(Protocol):
     failed.
     """
 
-    @property
-    def target(self) -> Path:
-        """The folder or file the outputs end up in."""
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        """What the outputs of this run record: the runner's fingerprint and the sink's own settings."""
+    #: The folder or file the outputs end up in.
+    target: Path
+    #: What the outputs of this run record: the runner's fingerprint and the sink's own settings.
+    fingerprint: dict[str, Any]
 
     def outputs(self) -> list[tuple[Path, str]]:
         """Every file this sink will write, each with the input it is made from (in words), for the runner to
@@ -86,36 +83,20 @@ class FrameFolderSink:
     The folder's manifest records the fingerprint and the frames written (``outputs``); :meth:`close` brings the
     list up to date, and a run that replaces the outputs (:meth:`clear`) removes the frames an earlier run listed,
     so that after a run the folder holds the frames its manifest lists and no others of the project's.
-
-    Args:
-        folder: the video's output folder.
-        source: the video.
-        fingerprint: what the frames depend on (recorded in ``folder/.cdvd-manifest.json``).
-        compare: also write side-by-side (blurry | deblurred) PNGs into ``<folder>_compare/``.
+    ``fingerprint`` (what the frames depend on) is recorded in ``folder/.cdvd-manifest.json``; ``compare`` also
+    writes side-by-side (blurry | deblurred) PNGs into ``<folder>_compare/``.
     """
 
     def __init__(
         self, folder: Path, source: VideoSource, fingerprint: dict[str, Any] | None = None, *, compare: bool = False
     ) -> None:
-        self.folder = folder
+        self.folder = self.target = folder
         self.source = source
-        self._fingerprint = dict(fingerprint or {})
+        self.fingerprint = dict(fingerprint or {})
         self.compare = compare
         self.compare_folder = folder.with_name(f"{folder.name}_compare")
         self._records: dict[Path, Manifest | None] = {}
         self._written: set[int] = set()
-
-    @property
-    def target(self) -> Path:
-        return self.folder
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self._fingerprint
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.folder / MANIFEST_NAME
 
     def folders(self) -> list[Path]:
         """The output folder, and the compare folder with ``compare``."""
@@ -152,7 +133,7 @@ class FrameFolderSink:
             record = None if manifest is None else manifest.fingerprint
             if record is None and self._present(folder):
                 record = {}  # frames without a record of what made them
-            if record is not None and record != self._fingerprint:
+            if record is not None and record != self.fingerprint:
                 return record
             found.append(record)
         return next((r for r in found if r is not None), None)
@@ -200,7 +181,7 @@ class FrameFolderSink:
         for folder in self.folders():
             # a run killed inside a frame's write (kill -9, a power cut) left that frame's hidden partial file
             remove_stale_temp_files(folder)
-            write_manifest(folder / MANIFEST_NAME, self._fingerprint, self._names(folder, present=False))
+            write_manifest(folder / MANIFEST_NAME, self.fingerprint, self._names(folder, present=False))
 
     def write(self, index: int, image: np.ndarray, source: DecodedFrame) -> None:
         path = self.path(index)
@@ -215,7 +196,7 @@ class FrameFolderSink:
     def close(self) -> None:
         # the frames there now: a video file may decode to more or fewer frames than its container said
         for folder in self.folders():
-            write_manifest(folder / MANIFEST_NAME, self._fingerprint, self._names(folder, present=True))
+            write_manifest(folder / MANIFEST_NAME, self.fingerprint, self._names(folder, present=True))
 
     def abort(self) -> None:
         pass
@@ -265,15 +246,10 @@ def _source_info(source: VideoSource, fps: float | None) -> tuple[VideoInfo, boo
 class VideoFileSink:
     """A video file (any container of :data:`cdvd.video.OUTPUT_FORMATS`) through
     :class:`cdvd.video.SegmentedVideoWriter`: H.264 by default, the input's timestamps and sound track, written in
-    resumable segments and joined atomically under the final name; with ``compare`` a side-by-side video too.
-
-    Args:
-        path: the output file.
-        source: the video.
-        fingerprint: what the pixels depend on (weights, input, settings); stored in the file with the encoder
-            settings, so a rerun knows whether the file (or the segments of an interrupted run) can be kept.
-        options: the encoder settings.
-        compare: also write ``<name>_compare.<ext>`` (blurry | deblurred).
+    resumable segments and joined atomically under the final name; with ``compare`` a side-by-side video too
+    (``<name>_compare.<ext>``, blurry | deblurred). ``fingerprint`` (what the pixels depend on: weights, input,
+    settings) is stored in the file with the encoder ``options``, so a rerun knows whether the file (or the segments
+    of an interrupted run) can be kept.
 
     Raises:
         ConfigError: an encoder setting the container or FFmpeg cannot take (named).
@@ -288,42 +264,32 @@ class VideoFileSink:
         *,
         compare: bool = False,
     ) -> None:
-        self.path = path
+        self.target = path
         self.source = source
-        self.options = options or VideoOutputOptions()
-        info, self._retime = _source_info(source, self.options.fps)
-        audio = source.path if self.options.audio and source.is_video_file else None
+        options = options or VideoOutputOptions()
+        info, self._retime = _source_info(source, options.fps)
+        audio = source.path if options.audio and source.is_video_file else None
         base = {**(fingerprint or {}), "audio": audio is not None}
+        outputs = [(path, None), (compare_path(path), side_by_side_size(info.width, info.height))]
         try:
             self.writers = [
                 SegmentedVideoWriter(
                     target,
                     info=info,
-                    codec=self.options.codec,
-                    crf=self.options.crf,
-                    preset=self.options.preset,
-                    segment_frames=self.options.segment_frames,
+                    codec=options.codec,
+                    crf=options.crf,
+                    preset=options.preset,
+                    segment_frames=options.segment_frames,
                     audio_source=audio,
                     fingerprint=base,
                     size=size,
                 )
-                for target, size in [(path, None), (compare_path(path), side_by_side_size(info.width, info.height))][
-                    : 2 if compare else 1
-                ]
+                for target, size in outputs[: 2 if compare else 1]
             ]
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        self.compare = compare
-        self._fingerprint = _flat(self.writers[0].manifest())
+        self.fingerprint = _flat(self.writers[0].manifest())
         self._starts: dict[int, int] | None = None  # writer position -> frames it already holds
-
-    @property
-    def target(self) -> Path:
-        return self.path
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self._fingerprint
 
     @staticmethod
     def _recorded_by(writer: SegmentedVideoWriter) -> dict[str, Any] | None:
@@ -346,7 +312,7 @@ class VideoFileSink:
             writer.claim()
         found = [self._recorded_by(w) for w in self.writers]
         for record in found:
-            if record is not None and record != self._fingerprint:
+            if record is not None and record != self.fingerprint:
                 return record
         return next((r for r in found if r is not None), None)
 
@@ -361,9 +327,7 @@ class VideoFileSink:
 
     def done(self) -> set[int]:
         needed = self._needed()
-        if not needed:
-            return set(range(self.source.frame_count() or 0))
-        return set(range(min(needed.values())))
+        return set(range(min(needed.values()) if needed else self.source.frame_count() or 0))
 
     def clear(self) -> None:
         for writer in self.writers:

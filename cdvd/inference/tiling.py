@@ -28,11 +28,7 @@ class TileSpec:
 
 
 def _tile_starts(length: int, size: int, overlap: int) -> list[int]:
-    if length <= size:
-        return [0]
-    step = size - overlap
-    starts = list(range(0, length - size, step))
-    return [*starts, length - size]
+    return [0] if length <= size else [*range(0, length - size, size - overlap), length - size]
 
 
 def tile_regions(height: int, width: int, tile: TileSpec | None) -> list[tuple[slice, slice]]:

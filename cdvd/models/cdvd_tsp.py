@@ -13,7 +13,7 @@ from cdvd.errors import check_count
 from cdvd.models.correlation import CorrelationBackend, check_corr_backend
 from cdvd.models.pwc import FlowEstimator
 from cdvd.models.reconstruction import ReconstructionNet
-from cdvd.models.warp import warp_with_mask
+from cdvd.models.warp import _as, warp_with_mask
 
 CLIP_LENGTH = 5
 
@@ -34,15 +34,9 @@ def temporal_sharpness_prior(
     previous_mask: torch.Tensor,
     following_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """One-channel prior: close to 1 where the aligned neighbours agree with the centre (spec section 3).
-
-    Args:
-        previous, centre, following: (B, 3, H, W) frames aligned to the centre.
-        previous_mask, following_mask: (B, 3, H, W) validity masks of the two warps.
-
-    Returns:
-        (B, 1, H, W) in [0, 1], zero where any warp left the image. No gradient flows through it.
-    """
+    """One-channel prior (spec section 3), (B, 1, H, W) in [0, 1]: close to 1 where the neighbours aligned to the
+    centre agree with it, zero where any warp left the image (its (B, 3, H, W) validity mask). No gradient flows
+    through it."""
     frames = [
         F.avg_pool2d(f.detach(), 5, stride=1, padding=2, count_include_pad=True) for f in (previous, centre, following)
     ]
@@ -67,10 +61,6 @@ def _cpu_autocast_off(frames: torch.Tensor) -> contextlib.AbstractContextManager
     if frames.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()
-
-
-def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def check_architecture(*, prefix: str = "", n_feat: Any = 32, n_resblock: Any = 3, corr_backend: Any = "auto") -> None:
@@ -119,10 +109,8 @@ class CDVDTSP(nn.Module):
             nn.init.zeros_(self.recons.head.conv.bias)
 
     def aligned_inputs(self, frames: torch.Tensor) -> torch.Tensor:
-        """The reconstruction net's inputs of one cascade stage: flow, warps and the temporal sharpness prior.
-
-        Args:
-            frames: (T, B, 3, H, W), T >= 3.
+        """The reconstruction net's inputs of one cascade stage over (T, B, 3, H, W) ``frames``, T >= 3: flow, warps
+        and the temporal sharpness prior.
 
         Returns:
             ((T - 2) * B, 10, H, W): for frame t = 1 .. T - 2 of every batch item (row (t - 1) * B + item), the
@@ -156,14 +144,8 @@ class CDVDTSP(nn.Module):
             return torch.cat((warped[:n], centres, warped[n:], prior), dim=1)
 
     def restore_centres(self, frames: torch.Tensor) -> torch.Tensor:
-        """One cascade stage over a run of frames: :meth:`aligned_inputs`, then the reconstruction net.
-
-        Args:
-            frames: (T, B, 3, H, W), T >= 3.
-
-        Returns:
-            (T - 2, B, 3, H, W): frame t restored from frames t - 1, t, t + 1 for t = 1 .. T - 2.
-        """
+        """One cascade stage over (T, B, 3, H, W) ``frames``, T >= 3 (:meth:`aligned_inputs`, then the reconstruction
+        net): (T - 2, B, 3, H, W), frame t restored from frames t - 1, t, t + 1 for t = 1 .. T - 2."""
         t, b, c, h, w = frames.shape
         inputs = self.aligned_inputs(frames)
         restored = self.recons(inputs)
@@ -172,14 +154,8 @@ class CDVDTSP(nn.Module):
         return restored.reshape(t - 2, b, c, h, w)
 
     def forward(self, clip: torch.Tensor) -> CascadeOutput:
-        """Deblur the centre of a 5-frame clip.
-
-        Args:
-            clip: (B, 5, 3, H, W) RGB in [0, 1]; H and W multiples of 4.
-
-        Returns:
-            :class:`CascadeOutput` (recons_1, recons_2, recons_3, out), each (B, 3, H, W).
-        """
+        """Deblur the centre of a (B, 5, 3, H, W) RGB ``clip`` in [0, 1], H and W multiples of 4: the
+        :class:`CascadeOutput`, each (B, 3, H, W)."""
         if clip.dim() != 5 or clip.shape[1] != CLIP_LENGTH or clip.shape[2] != 3:
             raise ValueError(f"CDVDTSP expects a (B, 5, 3, H, W) clip, instead got {tuple(clip.shape)}")
         h, w = clip.shape[-2:]

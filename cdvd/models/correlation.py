@@ -114,14 +114,8 @@ class _CorrelationFunction(torch.autograd.Function):
 
 
 def correlation_torch(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Correlation of ``first`` with ``second`` shifted by every (dy, dx) in [-4, 4]^2.
-
-    Loops over the 81 displacements so that no intermediate larger than one ``(B, C, H, W)`` product is alive;
-    differentiable (first order) through a hand-written backward that also needs no more than that.
-
-    Args:
-        first: (B, C, H, W) features of the reference frame.
-        second: (B, C, H, W) features of the other frame; zero outside the image.
+    """Correlation of the (B, C, H, W) features ``first`` (the reference frame) with ``second`` (the other frame,
+    zero outside the image) shifted by every (dy, dx) in [-4, 4]^2, in plain PyTorch (module docstring).
 
     Returns:
         (B, 81, H, W); channel ``(dy + 4) * 9 + (dx + 4)`` holds

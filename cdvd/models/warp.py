@@ -54,11 +54,8 @@ def _normalised_grid(flow: torch.Tensor) -> torch.Tensor:
 
 
 def warp_with_mask(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ``image`` at (x + u, y + v): the image warp of CDVD-TSP outside PWC-Net.
-
-    Args:
-        image: (B, C, H, W).
-        flow: (B, 2, H, W) displacement in pixels, x first.
+    """Sample (B, C, H, W) ``image`` at (x + u, y + v), the (B, 2, H, W) ``flow`` in pixels (x first): the image
+    warp of CDVD-TSP outside PWC-Net.
 
     Returns:
         ``(warped * mask, mask)``; ``warped`` uses border padding, ``mask`` (B, C, H, W) is 1 where the bilinear

@@ -36,12 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         checkpoint = safe_torch_load(path, map_location=map_location)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise CheckpointError(f"{path} is not a training checkpoint (no state_dict): pass a last.ckpt to resume")
-        if "pytorch-lightning_version" not in checkpoint:  # Lightning reads it first, with a KeyError
-            raise CheckpointError(
-                f"{path} is not a training checkpoint (no pytorch-lightning_version): pass a last.ckpt to resume"
-            )
+        # Lightning reads pytorch-lightning_version first, with a KeyError where it is missing
+        for key in ("state_dict", "pytorch-lightning_version"):
+            if not isinstance(checkpoint, dict) or key not in checkpoint:
+                raise CheckpointError(f"{path} is not a training checkpoint (no {key}): pass a last.ckpt to resume")
         return checkpoint
 
     def save_checkpoint(

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from cdvd.checkpoints import CheckpointError
 from cdvd.data.datamodule import check_counts
 from cdvd.errors import ConfigError, innermost_cause
+from cdvd.losses import check_patch_size
 from cdvd.models.cdvd_tsp import CLIP_LENGTH, check_architecture
 from cdvd.settings import count, number, read_settings
 
@@ -125,13 +126,8 @@ class TrainingSettings:
 
 
 def check_accelerator(accelerator: Any, devices: Any, *, cuda_devices: int | None = None) -> None:
-    """A GPU run on a machine with fewer GPUs than it asks for (Lightning's MisconfigurationException, early).
-
-    Args:
-        accelerator: ``trainer.accelerator`` (``gpu``/``cuda`` are checked; ``auto`` and ``cpu`` always work).
-        devices: ``trainer.devices`` (a count, a list of indices, ``-1`` or ``auto``).
-        cuda_devices: the number of CUDA GPUs (default: what torch sees on this machine).
-    """
+    """A GPU run (``trainer.accelerator`` gpu/cuda) on a machine with fewer GPUs than ``trainer.devices`` asks for
+    (Lightning's MisconfigurationException, early); ``cuda_devices``: default, what torch sees on this machine."""
     if str(accelerator).lower() not in ("gpu", "cuda"):
         return
     available = torch.cuda.device_count() if cuda_devices is None else cuda_devices
@@ -197,9 +193,15 @@ def check_optimizer(optimizer: Mapping[str, Any]) -> None:
 
 def training_settings(cfg: Mapping[str, Any]) -> TrainingSettings:
     """The settings of a composed ``cdvd-train`` config (a DictConfig or a plain mapping), checked: the schema, the
-    optimiser built on a stand-in parameter, the numeric arguments of the scheduler and the loss."""
+    loss's patch size and numeric arguments, the optimiser built on a stand-in parameter, the scheduler's numbers."""
     settings = read_settings(TrainingSettings, cfg)
-    check_numeric_arguments("loss", cfg.get("loss"))
+    loss = cfg.get("loss") or {}
+    check_numeric_arguments("loss", loss)
+    if settings.data.patch_size is not None:
+        try:
+            check_patch_size(str(loss.get("_target_", "")), settings.data.patch_size)
+        except ValueError as err:
+            raise ConfigError(f"data.patch_size={settings.data.patch_size}: {err}") from err
     check_optimizer(cfg["optimizer"])
     inner = (cfg.get("scheduler") or {}).get("scheduler")
     if isinstance(inner, Mapping):

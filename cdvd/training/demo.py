@@ -1,15 +1,12 @@
 """``cdvd-demo``'s work: synthesize, train the ``demo`` experiment, deblur a held-out clip, score it, and picture it.
 
-Synthesizes a small paired dataset from scikit-image's photos, trains the ``demo`` experiment (a small network
-with a residual output) for a fixed number of steps, deblurs a held-out synthetic clip through the same pipeline as
-``cdvd-deblur`` (:func:`cdvd.inference.pipeline.deblur_with`) and scores blurry input vs deblurred output (PSNR,
-SSIM), writing ``comparison.png`` (the clip's middle frame: blurry | deblurred | sharp, each labelled with its PSNR).
+The held-out clip goes through the same pipeline as ``cdvd-deblur`` (:func:`cdvd.inference.pipeline.deblur_with`);
+what the demo shows is described in :mod:`cdvd.cli.demo`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +26,6 @@ from cdvd.hardware import cpu_flags, cpu_has_native_bf16
 from cdvd.inference.pipeline import deblur_with, settings_from
 from cdvd.settings import count, read_settings
 from cdvd.training.run import check_config, train
-
-logger = logging.getLogger(__name__)
 
 
 def _score(results: Path, gt: Path) -> dict[str, float]:
@@ -108,10 +103,9 @@ def training_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
 def run_demo(cfg: DictConfig) -> dict[str, Any]:
     """Synthesize, train, deblur the held-out clip and score it; returns the figures and the paths."""
     run_dir = Path(cfg.paths.output_dir)
-    data = run_dir / "data"
     # train and val come from the data module's own synthesis (configs/data/synthetic.yaml); the held-out clip
     # is one more video from photos and a camera path the training never saw
-    heldout = data / "heldout"
+    heldout = run_dir / "data" / "heldout"
     train_cfg = training_config(cfg, run_dir)  # the settings first: a bad one costs no synthesis
     check_config(train_cfg)
     synthesize(heldout, **cfg.heldout)
@@ -136,11 +130,9 @@ def run_demo(cfg: DictConfig) -> dict[str, Any]:
         progress=False,
     )
     video = deblur_with(settings).videos[0].name
-    before = _score(heldout / "blur" / video, heldout / "gt" / video)
-    after = _score(deblurred / video, heldout / "gt" / video)
-    comparison = write_comparison(
-        heldout / "blur" / video, deblurred / video, heldout / "gt" / video, run_dir / "comparison.png"
-    )
+    blurry, sharp = heldout / "blur" / video, heldout / "gt" / video
+    before, after = _score(blurry, sharp), _score(deblurred / video, sharp)
+    comparison = write_comparison(blurry, deblurred / video, sharp, run_dir / "comparison.png")
 
     summary = {
         "blurry": before,

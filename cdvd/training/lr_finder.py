@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cdvd.atomic import atomic_destination
@@ -62,8 +61,6 @@ class RatioKeepingExponentialLR(torch.optim.lr_scheduler.LRScheduler):
     their ratio to it."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
-        if num_iter <= 1:
-            raise ValueError("lr_finder.num_iter must be larger than 1")
         self.end_lr = end_lr
         self.num_iter = num_iter
         super().__init__(optimizer, last_epoch)
@@ -104,17 +101,6 @@ class RatioKeepingLRFinder(LRFinder):
             if loss > diverge_th * self.best_loss:
                 logger.info("the loss diverged at lr %.3g: range test stopped", self.history["lr"][-1])
                 break
-
-
-class LossOnly(nn.Module):
-    """Our loss modules return a dict; the range test wants the scalar."""
-
-    def __init__(self, loss: nn.Module) -> None:
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, outputs: Any, sharp: torch.Tensor) -> torch.Tensor:
-        return self.loss(outputs, sharp)["loss"]
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:
@@ -198,20 +184,13 @@ def plot_range_test(lrs: Sequence[float], losses: Sequence[float], lr: float, ma
     return fig
 
 
-def save_plot(path: Path, lrs: Sequence[float], losses: Sequence[float], lr: float, max_lr: float) -> None:
-    """:func:`plot_range_test` as a PNG written atomically (no GUI backend)."""
-    fig = plot_range_test(lrs, losses, lr, max_lr)
-    with atomic_destination(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-
-
 @dataclass
 class LrFinderSettings:
     """``lr_finder``: the range test's settings (``configs/find_lr.yaml``)."""
 
     start_lr: float = number()
     end_lr: float = number()
-    num_iter: int = count(1)
+    num_iter: int = count(3)  # suggest() reads at least 3 points (the schedule divides by num_iter - 1)
     diverge_th: float = number()
     device: str = "auto"
 
@@ -239,7 +218,10 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     groups = build_param_groups(module.net, settings.start_lr, float(cfg.model.flow_lr_scale))
     optimizer = module.optimizer_factory(params=groups)
 
-    finder = RatioKeepingLRFinder(module.net, optimizer, LossOnly(module.loss), device=device)
+    def scalar_loss(outputs: Any, sharp: torch.Tensor) -> torch.Tensor:  # our losses return a dict
+        return module.loss(outputs, sharp)["loss"]
+
+    finder = RatioKeepingLRFinder(module.net, optimizer, scalar_loss, device=device)
     finder.range_test(
         ClipBatches(datamodule.train_dataloader()),
         end_lr=settings.end_lr,
@@ -254,7 +236,8 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     finder.reset()
 
     plot_path = out_dir / "lr_finder.png"
-    save_plot(plot_path, lrs, losses, lr, max_lr)
+    with atomic_destination(plot_path) as tmp:  # no GUI backend: plot_range_test draws on Agg
+        plot_range_test(lrs, losses, lr, max_lr).savefig(tmp, dpi=100)
     overrides = {
         "optimizer": {"lr": float(f"{lr:.3g}")},
         "scheduler": {"scheduler": {"max_lr": float(f"{max_lr:.3g}")}},

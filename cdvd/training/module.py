@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
+VALIDATION_MEANS = ("psnr", "ssim", "psnr_stage1", "psnr_input", "ssim_input")
+
 
 def build_param_groups(net: CDVDTSP, lr: float, flow_lr_scale: float) -> list[dict[str, Any]]:
     """Every parameter of the network, the flow net included; the flow net's lr is ``lr * flow_lr_scale``."""
@@ -149,8 +151,7 @@ class DeblurModule(pl.LightningModule):
         for name, part in (("net", net), ("loss", loss), ("optimizer", optimizer)):
             if part is not None and not (isinstance(part, Mapping) and "_target_" in part):
                 raise TypeError(f"DeblurModule takes {name} as its _target_ config (a mapping), not {type(part)}")
-        net, loss, optimizer = plain(net), plain(loss), plain(optimizer)
-        scheduler = plain(dict(scheduler)) if scheduler is not None else None
+        net, loss, optimizer, scheduler = (plain(part) for part in (net, loss, optimizer, scheduler))
         pretrained = str(pretrained) if pretrained else None
         flow_pretrained = str(flow_pretrained) if flow_pretrained else None
         self.save_hyperparameters(logger=False)  # the configs: plain data load_from_checkpoint rebuilds this from
@@ -169,11 +170,7 @@ class DeblurModule(pl.LightningModule):
             # a frozen flow net: no gradients for its weights (they would not move anyway)
             self.net.flow.requires_grad_(False)
             logger.info("flow_lr_scale=0: the flow net is frozen")
-        self.val_psnr = MeanMetric()
-        self.val_ssim = MeanMetric()
-        self.val_psnr_stage1 = MeanMetric()
-        self.val_psnr_input = MeanMetric()  # the blurry input: the baseline the output should beat
-        self.val_ssim_input = MeanMetric()
+        self.val_means = torch.nn.ModuleDict({name: MeanMetric() for name in VALIDATION_MEANS})
         self.val_psnr_best = MaxMetric()
         self._step_generator: torch.Generator | None = None
 
@@ -250,46 +247,42 @@ class DeblurModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------------------- validation
 
     def on_validation_epoch_start(self) -> None:
-        # sanity checks and real epochs each start from an empty state
-        for metric in (self.val_psnr, self.val_ssim, self.val_psnr_stage1, self.val_psnr_input, self.val_ssim_input):
+        for metric in self.val_means.values():  # sanity checks and real epochs each start from an empty state
             metric.reset()
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         blur = batch["blur"]
-        sharp_centre = batch["sharp"][:, blur.shape[1] // 2]
+        centre = blur.shape[1] // 2
+        blur_centre, sharp_centre = blur[:, centre], batch["sharp"][:, centre]
         padded, size = pad_to_multiple(blur)
         outputs = self.net(padded)
         out = crop_to(outputs.out, size)
         stage1 = crop_to(outputs.recons_2, size)
-        blur_centre = blur[:, blur.shape[1] // 2]
-        psnr = psnr_protocol(out, sharp_centre)
-        psnr_stage1 = psnr_protocol(stage1, sharp_centre)
-        psnr_input = psnr_protocol(blur_centre, sharp_centre)
-        self.val_psnr.update(psnr)
-        self.val_ssim.update(ssim_protocol(out, sharp_centre))
-        self.val_psnr_stage1.update(psnr_stage1)
-        self.val_psnr_input.update(psnr_input)
-        self.val_ssim_input.update(ssim_protocol(blur_centre, sharp_centre))
+        scores = {
+            "psnr": psnr_protocol(out, sharp_centre),
+            "ssim": ssim_protocol(out, sharp_centre),
+            "psnr_stage1": psnr_protocol(stage1, sharp_centre),
+            "psnr_input": psnr_protocol(blur_centre, sharp_centre),
+            "ssim_input": ssim_protocol(blur_centre, sharp_centre),
+        }
+        for name, value in scores.items():
+            self.val_means[name].update(value)
         if batch_idx == 0 and self.hparams.log_images:
             self._log_strip(
-                (f"blurry\n{psnr_input[0]:.2f} dB", blur_centre[0]),
-                (f"stage 1\n{psnr_stage1[0]:.2f} dB", stage1[0]),
-                (f"output\n{psnr[0]:.2f} dB", out[0]),
+                (f"blurry\n{scores['psnr_input'][0]:.2f} dB", blur_centre[0]),
+                (f"stage 1\n{scores['psnr_stage1'][0]:.2f} dB", stage1[0]),
+                (f"output\n{scores['psnr'][0]:.2f} dB", out[0]),
                 ("sharp", sharp_centre[0]),
             )
         return {"out": out.detach()}
 
     def on_validation_epoch_end(self) -> None:
-        psnr = self.val_psnr.compute()
-        self.log("val/psnr", psnr, prog_bar=True, sync_dist=False)
-        self.log("val/ssim", self.val_ssim.compute(), sync_dist=False)
-        self.log("val/psnr_stage1", self.val_psnr_stage1.compute(), sync_dist=False)
-        psnr_input = self.val_psnr_input.compute()
-        self.log("val/psnr_input", psnr_input, sync_dist=False)
-        self.log("val/ssim_input", self.val_ssim_input.compute(), sync_dist=False)
-        self.log("val/psnr_gain", psnr - psnr_input, sync_dist=False)
+        means = {name: metric.compute() for name, metric in self.val_means.items()}
+        for name, value in means.items():
+            self.log(f"val/{name}", value, prog_bar=name == "psnr", sync_dist=False)
+        self.log("val/psnr_gain", means["psnr"] - means["psnr_input"], sync_dist=False)
         if not self.trainer.sanity_checking:
-            self.val_psnr_best.update(psnr)
+            self.val_psnr_best.update(means["psnr"])
             self.log("val/psnr_best", self.val_psnr_best.compute(), prog_bar=True, sync_dist=False)
 
     def _log_strip(self, *panels: tuple[str, torch.Tensor]) -> None:

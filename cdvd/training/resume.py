@@ -2,7 +2,8 @@
 
 A run resumed with ``ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>`` (its TensorBoard folder, its
 checkpoints, its ``train.log``) rather than in a new dated folder. The choice is made in the Hydra config, where the
-run folder is chosen, by the resolvers registered here (``configs/hydra/train.yaml``)::
+run folder is chosen, by the resolvers here (``configs/hydra/train.yaml``; registered by
+:func:`cdvd.training.tracking.register_resolvers`)::
 
     hydra.run.dir: ${cdvd_run_dir:${ckpt_path},outputs/${task_name}/runs/<date>_<time>}
     hydra.output_subdir: ${cdvd_config_subdir:${ckpt_path},.hydra,.hydra/resumed_<date>_<time>}
@@ -13,31 +14,22 @@ so Hydra itself creates no stray folder, and the resumed run's composed config i
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from omegaconf import OmegaConf
 
 from cdvd.atomic import remove_stale_temp_files
 
 if TYPE_CHECKING:  # Lightning takes seconds to import: the resolvers here are read by every command line
     import pytorch_lightning as pl
 
-logger = logging.getLogger(__name__)
-
 CHECKPOINT_FOLDER = "checkpoints"
 
 
 def run_folder_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
     """``<run>`` when ``ckpt_path`` is ``<run>/checkpoints/<file>``, else None (not a checkpoint of a run folder)."""
-    if not ckpt_path:
-        return None
-    path = Path(ckpt_path)
-    if path.parent.name != CHECKPOINT_FOLDER:
-        return None
-    return path.parent.parent
+    path = Path(ckpt_path or "")
+    return path.parent.parent if ckpt_path and path.parent.name == CHECKPOINT_FOLDER else None
 
 
 def run_dir(ckpt_path: str | None, default: str) -> str:
@@ -51,14 +43,7 @@ def config_subdir(ckpt_path: str | None, fresh: str, resumed: str) -> str:
     return resumed if run_folder_of_checkpoint(ckpt_path) is not None else fresh
 
 
-def register_resolvers() -> None:
-    """Register ``cdvd_run_dir`` and ``cdvd_config_subdir`` with OmegaConf (again: no effect)."""
-    for name, function in (("cdvd_run_dir", run_dir), ("cdvd_config_subdir", config_subdir)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function)
-
-
-def clean_checkpoint_folder(trainer: pl.Trainer) -> list[Path]:
+def clean_checkpoint_folder(trainer: pl.Trainer) -> None:
     """Remove the partial checkpoint files that killed runs left in the trainer's checkpoint folders.
 
     Only on the global rank zero; only the project's temporary files of processes that no longer run
@@ -66,10 +51,7 @@ def clean_checkpoint_folder(trainer: pl.Trainer) -> list[Path]:
     """
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    removed: list[Path] = []
-    if not trainer.is_global_zero:
-        return removed
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-            removed += remove_stale_temp_files(callback.dirpath)
-    return removed
+    if trainer.is_global_zero:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+                remove_stale_temp_files(callback.dirpath)

@@ -30,22 +30,10 @@ logger = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Fail early, with the setting's name, on combinations that would only fail deep inside a library."""
-    from cdvd.losses import check_patch_size
-
-    target = str(cfg.loss.get("_target_", ""))
-    patch = cfg.data.get("patch_size")
-    if patch is not None:
-        try:
-            check_patch_size(target, int(patch))
-        except ValueError as err:
-            raise ConfigError(f"data.patch_size={patch}: {err}") from err
-    check_training_config(cfg)  # learning rates, GPU, a whole ckpt_path (cdvd/training/checks.py)
-    try:
-        check_logger_packages(cfg.get("logger"))
-        # before training: MLflow itself retries an unwritable store for minutes, refuses a bad tag once started
-        check_logger_stores(cfg.get("logger"), cfg.get("tags"))
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    check_training_config(cfg)  # the schema, the loss's patch size, GPU, a whole ckpt_path (cdvd/training/checks.py)
+    check_logger_packages(cfg.get("logger"))
+    # before training: MLflow itself retries an unwritable store for minutes, refuses a bad tag once started
+    check_logger_stores(cfg.get("logger"), cfg.get("tags"))
     for key in ("pretrained", "flow_pretrained"):
         path = cfg.model.get(key)
         if path and not Path(path).is_file():
@@ -88,22 +76,17 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
     )
 
 
-class _NoAdverts(logging.Filter):
+def _no_advert(record: logging.LogRecord) -> bool:
     """Drops Lightning's "💡 Tip: ... try installing litlogger" line: an advert on every run, not a fact about it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
-
-
-_NO_ADVERTS = _NoAdverts()
+    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
 def quiet_lightning_adverts() -> None:
     """Keep Lightning's start-up lines (devices, precision) but not its adverts."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         lightning_logger = logging.getLogger(name)
-        if _NO_ADVERTS not in lightning_logger.filters:
-            lightning_logger.addFilter(_NO_ADVERTS)
+        if _no_advert not in lightning_logger.filters:
+            lightning_logger.addFilter(_no_advert)
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
@@ -148,7 +131,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     log_final_hparams(trainer.loggers, cfg, metrics)
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")  # "" without a checkpoint callback
     log_best_checkpoint(trainer.loggers, best)  # an MLflow run keeps it as an artifact
     if best and cfg.get("export_original") and trainer.is_global_zero:
         exported = Path(best).with_suffix(".pt")

@@ -9,22 +9,14 @@ one :class:`cdvd.errors.ConfigError` naming the setting.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from cdvd.errors import ConfigError
-
-logger = logging.getLogger(__name__)
+from cdvd.errors import ConfigError, check_count
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-
-
-def _whole_number(name: str, value: Any, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{name}={value}: must be a whole number >= {least}")
 
 
 def check_search_space(params: Mapping[str, Any] | None, overrides: Sequence[str]) -> None:
@@ -52,15 +44,9 @@ def check_search_space(params: Mapping[str, Any] | None, overrides: Sequence[str
 
 
 class CheckOptunaSearch(Callback):
-    """Refuses a search that cannot run, when Hydra builds its callbacks (before the sweeper is made).
-
-    Args:
-        sweeper: ``hydra.sweeper._target_`` (nothing is checked for another sweeper).
-        n_trials: ``hydra.sweeper.n_trials``.
-        n_jobs: ``hydra.sweeper.n_jobs``.
-        params: ``hydra.sweeper.params``.
-        overrides: the command line's overrides (``hydra.overrides.task``).
-    """
+    """Refuses a search that cannot run, when Hydra builds its callbacks (before the sweeper is made). Takes
+    ``hydra.sweeper``'s ``_target_`` (nothing is checked for another sweeper), ``n_trials``, ``n_jobs`` and
+    ``params``, and the command line's overrides (``hydra.overrides.task``)."""
 
     def __init__(
         self,
@@ -72,6 +58,6 @@ class CheckOptunaSearch(Callback):
     ) -> None:
         if sweeper != OPTUNA_SWEEPER:
             return
-        _whole_number("hydra.sweeper.n_trials", n_trials, 1)
-        _whole_number("hydra.sweeper.n_jobs", n_jobs, 1)
+        check_count("hydra.sweeper.n_trials", n_trials, 1)
+        check_count("hydra.sweeper.n_jobs", n_jobs, 1)
         check_search_space(params, [str(o) for o in overrides])

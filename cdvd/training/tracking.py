@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cdvd.atomic import unwritable_reason
 from cdvd.errors import ConfigError
-from cdvd.training.resume import register_resolvers as register_resume_resolvers
+from cdvd.training.resume import config_subdir, run_dir
 
 if TYPE_CHECKING:  # Hydra's parser and Lightning load on first use: every command line reads the resolvers here
     from hydra.core.override_parser.types import Override
@@ -43,14 +43,8 @@ LOGGER_EXTRAS = {
 
 
 def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:
-    """The value of the metric a sweeper optimises (``optimized_metric``), from a run's final metrics.
-
-    Args:
-        metrics: the run's final metrics (``trainer.callback_metrics`` as floats).
-        name: the metric's name, e.g. ``val/psnr_best``; ``None`` or empty: nothing is optimised.
-
-    Returns:
-        The value, or ``None`` when ``name`` is empty.
+    """The value of the metric a sweeper optimises (``optimized_metric``, e.g. ``val/psnr_best``) among a run's final
+    metrics; ``None`` when ``name`` is empty (nothing is optimised).
 
     Raises:
         ConfigError: ``name`` is not among the metrics (the message names ``optimized_metric`` and lists them).
@@ -79,20 +73,16 @@ def overrides_that_matter(overrides: Iterable[str], left_out: Iterable[str] = ()
     return sorted(kept, key=lambda o: o.input_line or "")
 
 
-def run_name(num: Any, overrides: Iterable[str] | str, left_out: Iterable[str] = ()) -> str | None:
+def run_name(num: Any, overrides: Iterable[str], left_out: Iterable[str] = ()) -> str | None:
     """A folder-safe run name from the job number and the overrides that matter (:func:`overrides_that_matter`).
 
     Job ``3`` of a sweep with ``optimizer.lr=0.0003 seed=1 logger=mlflow`` is ``3_optimizer.lr=0.0003,seed=1``; a
     single run (no job number) is ``optimizer.lr=0.0003,seed=1``, and one without such overrides gets no name
-    (None: the tracker names it). A string is taken as overrides already chosen (Hydra's ``override_dirname``).
-    Characters a folder name should not hold become ``_``; a name longer than :data:`MAX_RUN_NAME` is cut and ends
-    with a hash of the whole, so two runs never share a name. Registered as the OmegaConf resolver ``cdvd_run_name``
-    (``hydra.sweep.subdir``, the MLflow and W&B run names).
+    (None: the tracker names it). Characters a folder name should not hold become ``_``; a name longer than
+    :data:`MAX_RUN_NAME` is cut and ends with a hash of the whole, so two runs never share a name. Registered as the
+    OmegaConf resolver ``cdvd_run_name`` (``hydra.sweep.subdir``, the MLflow and W&B run names).
     """
-    if isinstance(overrides, str):
-        text = overrides
-    else:
-        text = ",".join(o.input_line or "" for o in overrides_that_matter(overrides, left_out))
+    text = ",".join(o.input_line or "" for o in overrides_that_matter(overrides, left_out))
     name = "_".join(part for part in ("" if num is None else str(num), text) if part)
     if not name:
         return None
@@ -113,19 +103,18 @@ def mlflow_tags(tags: Any) -> dict[str, str]:
 
 
 def register_resolvers() -> None:
-    """Register ``${cdvd_run_name:num,overrides,left_out}`` with OmegaConf (idempotent; every console script and
-    :func:`cdvd.training.run.train` call it)."""
-    if not OmegaConf.has_resolver("cdvd_run_name"):
-        OmegaConf.register_new_resolver("cdvd_run_name", run_name)
-    register_resume_resolvers()  # ${cdvd_run_dir:...}: a resumed run writes into its own folder
+    """Register the configs' resolvers with OmegaConf (idempotent; every console script and
+    :func:`cdvd.training.run.train` call it): ``${cdvd_run_name:num,overrides,left_out}``, and ``cdvd_run_dir``,
+    ``cdvd_config_subdir`` (:mod:`cdvd.training.resume`: a resumed run writes into its own folder)."""
+    resolvers = {"cdvd_run_name": run_name, "cdvd_run_dir": run_dir, "cdvd_config_subdir": config_subdir}
+    for name, function in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
 
 
 def check_logger_packages(logger_cfg: Mapping[str, Any] | None) -> None:
-    """Fail with the extra to install when a configured logger's package is missing.
-
-    Raises:
-        ValueError: e.g. ``logger=mlflow needs the mlflow package: pip install 'cdvd[mlflow]'``.
-    """
+    """A :class:`ConfigError` naming the extra to install when a configured logger's package is missing
+    (``logger.mlflow (...) needs the mlflow package: pip install 'cdvd[mlflow]'``)."""
     for key, entry in (logger_cfg or {}).items():
         if not isinstance(entry, Mapping) or "_target_" not in entry:
             continue
@@ -184,10 +173,9 @@ def check_logger_stores(logger_cfg: Mapping[str, Any] | None, tags: Any = None) 
         if not isinstance(entry, Mapping) or "MLFlowLogger" not in str(entry.get("_target_", "")):
             continue
         _check_mlflow_tags(key, mlflow_tags(tags))
-        uri = entry.get("tracking_uri")
+        uri = str(entry.get("tracking_uri") or "")
         if not uri:
             continue
-        uri = str(uri)
         scheme, _, rest = uri.partition(":")
         if scheme == "sqlite":
             location = rest.removeprefix("///") if rest.startswith("///") else ""
@@ -247,11 +235,10 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | str) else str(value)
 
 
-def main_hparams(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+def main_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The few settings a run is compared by: :data:`MAIN_SETTINGS`, the :data:`NAMED_GROUPS` and every override
     that matters (:func:`overrides_that_matter`), flat, with ``/`` between levels (``optimizer/lr``) as MLflow's
     parameters; no ``_target_`` entries, no paths."""
-    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(dict(config))
     overrides, left_out, choices = _hydra_run()
     params: dict[str, Any] = {}
     for group, target in NAMED_GROUPS.items():
@@ -286,7 +273,7 @@ def log_start_hparams(loggers: Iterable[Any], config: DictConfig) -> None:
         if isinstance(lg, TensorBoardLogger):
             lg.log_hyperparams(main_hparams(config))
         else:
-            lg.log_hyperparams(_hparams_of(config))
+            lg.log_hyperparams(OmegaConf.to_container(config, resolve=True))  # a job's config has no hydra node
         if isinstance(lg, MLFlowLogger) and lg.run_id is not None:  # None on the other ranks of a DDP run
             for name, value in mlflow_tags(config.get("tags")).items():
                 lg.experiment.set_tag(lg.run_id, name, value)
@@ -307,33 +294,16 @@ def log_best_checkpoint(loggers: Iterable[Any], best: str | os.PathLike | None) 
             logger.info("best checkpoint logged to MLflow run %s", lg.run_id)
 
 
-def _hparams_of(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(config, DictConfig):
-        # the hydra node is absent from a job's config; everything else resolves
-        return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
-    return dict(config)
-
-
-def log_final_hparams(
-    loggers: Iterable[Any], config: DictConfig | Mapping[str, Any], metrics: Mapping[str, float]
-) -> None:
+def log_final_hparams(loggers: Iterable[Any], config: DictConfig, metrics: Mapping[str, float]) -> None:
     """Write the run's hyper-parameters with its final metrics for TensorBoard's HParams tab.
 
     Every TensorBoard logger gets an HParams summary (:func:`main_hparams`) whose metrics are the final values under
     ``hp/<name>`` (``hp/val/psnr_best`` ...), so runs compare in one table; NaN or infinite values are left out.
     Other loggers are not touched (they record the hyper-parameters when the run starts).
-
-    Args:
-        loggers: the trainer's loggers.
-        config: the run's composed config.
-        metrics: the run's final scalar metrics.
     """
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    tensorboards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
-    if not tensorboards:
-        return
     final = {f"hp/{k}": float(v) for k, v in metrics.items() if k.startswith("val/") and math.isfinite(float(v))}
-    params = main_hparams(config)
-    for lg in tensorboards:
-        lg.log_hyperparams(params, metrics=final)
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(main_hparams(config), metrics=final)

@@ -1,15 +1,11 @@
 """Video files through PyAV (FFmpeg's libraries): probing, frame-by-frame reading with integrity checks, and a
 resumable, atomic writer that joins independently encoded segments and carries the sound track over.
 
-- :mod:`cdvd.video.probe`: what a container says (:func:`probe_video`, :class:`VideoInfo`).
-- :mod:`cdvd.video.reader`: frames one at a time, upright RGB, with integrity warnings (:func:`read_video_frames`).
-- :mod:`cdvd.video.formats`: what can be written where (:func:`check_encoder`, asked of FFmpeg), the destination
-  check, input identity.
-- :mod:`cdvd.video.lock`: one run at a time per video output.
-- :mod:`cdvd.video.writer`: :class:`SegmentedVideoWriter` (segments in :mod:`cdvd.video.segments`, joined by
-  :mod:`cdvd.video.join`).
-- :mod:`cdvd.video.compare`: side-by-side frames and the frame tap of ``compare=true``.
-- :mod:`cdvd.video.testclip`: :func:`write_test_video`.
+Modules: :mod:`~cdvd.video.probe` (what a container says), :mod:`~cdvd.video.reader` (upright RGB frames, with
+integrity warnings), :mod:`~cdvd.video.formats` (what can be written where: :func:`check_encoder`, asked of FFmpeg;
+the destination check; input identity), :mod:`~cdvd.video.lock` (one run at a time per output),
+:mod:`~cdvd.video.writer` (:class:`SegmentedVideoWriter`, with :mod:`~cdvd.video.segments` and
+:mod:`~cdvd.video.join`), :mod:`~cdvd.video.compare` (``compare=true``), :mod:`~cdvd.video.testclip`.
 
 Nothing here imports :mod:`cdvd.data`, :mod:`cdvd.inference` or :mod:`cdvd.cli`.
 """
@@ -19,7 +15,6 @@ from cdvd.video.formats import (
     DEFAULT_CRF,
     FINGERPRINT_TAG,
     OUTPUT_FORMATS,
-    default_video_codec,
     file_fingerprint,
     output_format,
     writable_destination,
@@ -42,7 +37,6 @@ __all__ = [
     "VideoInfo",
     "VideoReader",
     "compare_path",
-    "default_video_codec",
     "file_fingerprint",
     "is_video_path",
     "output_format",

@@ -71,17 +71,8 @@ def side_by_side_size(width: int, height: int, *, separator: int = 4) -> tuple[i
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, *, separator: int = 4, value: int = 255) -> np.ndarray:
-    """Two frames next to each other (for ``compare=true``: blurry | deblurred).
-
-    Args:
-        left: uint8 (H, W1, 3) RGB.
-        right: uint8 (H, W2, 3) RGB, the same height.
-        separator: width in pixels of the bar between them (0 for none).
-        value: grey level of the bar, 0..255.
-
-    Returns:
-        uint8 (H, W1 + separator + W2, 3) RGB.
-    """
+    """Two uint8 (H, W, 3) RGB frames of one height next to each other (for ``compare=true``: blurry | deblurred),
+    with a bar ``separator`` pixels wide (0 for none) of grey level ``value`` between them."""
     if left.ndim != 3 or right.ndim != 3 or left.shape[0] != right.shape[0] or left.shape[2] != right.shape[2]:
         raise ValueError(f"side_by_side needs (H, W, C) frames of one height, instead got {left.shape} {right.shape}")
     if separator < 0:

@@ -56,18 +56,9 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def default_video_codec(path: str | os.PathLike) -> str:
-    """H.264 (``libx264``), except VP9 (``libvpx-vp9``) for WebM, which cannot hold H.264."""
-    return "libvpx-vp9" if output_format(path) == "webm" else "libx264"
-
-
 def writable_destination(path: str | os.PathLike) -> Path:
-    """Check, before any frame is computed, that a video can be written at ``path``.
-
-    Makes the parent folder if needed and creates and removes a small file in it.
-
-    Returns:
-        ``path`` as a :class:`Path`.
+    """Check, before any frame is computed, that a video can be written at ``path`` (returned as a :class:`Path`):
+    makes the parent folder if needed and creates and removes a small file in it.
 
     Raises:
         ValueError: the suffix is not a writable container (``output``).
@@ -110,14 +101,10 @@ def encoder_options(codec: str, preset: str, crf: int | None, extra: Mapping[str
 
 @dataclass(frozen=True)
 class Encoding:
-    """Encoder settings of a video output, checked by :func:`check_encoder`.
+    """Encoder settings of a video output, checked by :func:`check_encoder` (``crf`` is ``None`` for an encoder
+    without a default one; ``options`` are FFmpeg's, as strings).
 
     Attributes:
-        codec: the encoder (``libx264``...).
-        crf: the constant-quality level (``None`` for an encoder without a default one).
-        preset: the speed preset.
-        pix_fmt: the pixel format encoded.
-        options: the FFmpeg encoder options (strings).
         pad: odd frame sizes are padded to even ones (the encoder takes no odd size in any pixel format tried).
         note: one line for the user when the frame size decided the pixel format or the padding, else ``None``.
     """
@@ -200,12 +187,6 @@ def _closing(container: Any) -> Any:
     container.close()
 
 
-def container_takes(container_format: str, codec: str, pix_fmt: str = "yuv420p") -> bool:
-    """Whether ``codec`` video can be written into ``container_format`` (FFmpeg's muxer name), as FFmpeg itself
-    answers: one small frame encoded and remuxed in memory the way :class:`SegmentedVideoWriter` does it."""
-    return _trial(container_format, codec, pix_fmt, _PROBE_SIZE, ()) is None
-
-
 def check_encoder(
     container_format: str | None,
     codec: str | None = None,
@@ -221,22 +202,20 @@ def check_encoder(
     """Check the encoder settings of a video output, before any frame is computed (the one place they are checked:
     the settings of ``cdvd-deblur`` and :class:`SegmentedVideoWriter` both ask it).
 
-    With a container, one frame of ``size`` is encoded with these settings and remuxed into it, in memory
-    (:func:`container_takes`), so what FFmpeg would refuse after the work (``codec=libvpx-vp9`` in ``.mov``) is
-    refused now. Without ``pix_fmt``, frames are encoded in 4:2:0 (``yuv420p``); an odd size 4:2:0 cannot hold in
-    this encoder (H.264) gets 4:4:4, which keeps it, and where no format keeps it, frames are padded to even
-    sizes; :attr:`Encoding.note` says so.
+    With a container, one frame of ``size`` is encoded with these settings and remuxed into it, in memory, as
+    :class:`SegmentedVideoWriter` does it, so what FFmpeg would refuse after the work (``codec=libvpx-vp9`` in
+    ``.mov``) is refused now. Without ``pix_fmt``, frames are encoded in 4:2:0 (``yuv420p``); an odd size 4:2:0
+    cannot hold in this encoder (H.264) gets 4:4:4, which keeps it, and where no format keeps it, frames are padded
+    to even sizes; :attr:`Encoding.note` says so.
 
     Args:
         container_format: FFmpeg's muxer name (:func:`output_format`); ``None``: check the settings alone.
         codec: the encoder; ``None``: ``libx264`` (``libvpx-vp9`` for WebM).
         crf: ``None``: the encoder's entry in :data:`DEFAULT_CRF`.
         preset: one of :data:`X264_PRESETS` (mapped to VP9's speed).
-        pix_fmt: the pixel format; ``None``: chosen as above.
-        segment_frames: frames per resumable segment.
+        pix_fmt: ``None``: chosen as above.
         threads: encoder threads (0: FFmpeg's choice).
         size: (width, height) of the frames; ``None`` when not known yet.
-        codec_options: extra FFmpeg encoder options.
 
     Raises:
         ValueError: a setting the encoder or the container cannot take; the message names the setting.
@@ -303,7 +282,8 @@ def _size_note(codec: str, width: int, height: int, asked: str, used: str | None
 
 def _container_refusal(container_format: str, codec: str, name: str, reason: str) -> str:
     suffixes = "/".join(s for s, f in OUTPUT_FORMATS.items() if f == container_format)
-    takers = "/".join(s for s, f in OUTPUT_FORMATS.items() if f != container_format and container_takes(f, codec))
+    others = {s: f for s, f in OUTPUT_FORMATS.items() if f != container_format}
+    takers = "/".join(s for s, f in others.items() if _trial(f, codec, "yuv420p", _PROBE_SIZE, ()) is None)
     if takers:
         return f"codec={codec}: a {suffixes} file cannot hold {name} video ({reason}); write {takers}, or another codec"
     return (
@@ -337,9 +317,6 @@ def written_with(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         with av.open(str(path)) as container:
             tags = {k.lower(): v for k, v in container.metadata.items()}
-    except (av.FFmpegError, OSError):
-        return None
-    try:
         return json.loads(tags[FINGERPRINT_TAG])
-    except (KeyError, ValueError):
+    except (av.FFmpegError, OSError, KeyError, ValueError):
         return None

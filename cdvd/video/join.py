@@ -10,7 +10,7 @@ import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,12 @@ def mux_segments(
     total: int,
     audio_source: Path | None,
 ) -> None:
-    """Write ``segments`` (and the sound of ``audio_source``) into ``tmp`` in ``container_format``.
+    """Write the complete ``segments`` of ``work_dir`` (and the first audio track of ``audio_source``) into ``tmp``
+    (FFmpeg's muxer ``container_format``), which the caller renames onto ``final_path`` (named in messages).
 
-    Args:
-        tmp: the file to write (renamed onto ``final_path`` by the caller when this returns).
-        final_path: the output's name, for messages.
-        container_format: FFmpeg's muxer name.
-        manifest: stored as JSON in the container tag :data:`cdvd.video.formats.FINGERPRINT_TAG`.
-        work_dir: the folder of the segment files.
-        segments: the complete segments, in order.
-        time_base: the output's video time base.
-        at: output timestamp (in ``time_base``) of frame ``i`` of the whole video (extrapolated outside it).
-        total: the number of frames; anything else muxed is an error.
-        audio_source: the file whose first audio track goes in; ``None`` for none.
+    ``manifest`` is stored as JSON in the container tag :data:`cdvd.video.formats.FINGERPRINT_TAG`; ``at(i)`` is the
+    output timestamp, in ``time_base``, of frame ``i`` of the whole video (extrapolated outside it); ``total`` is
+    the number of frames, and anything else muxed is an error.
 
     Raises:
         DataError: a segment differs from its record, or the written file does not hold ``total`` frames.
@@ -127,16 +120,19 @@ def _audio(
     return _encoded_audio(source, stream, out, target)
 
 
-def _copied_audio(source: Any, stream: Any, track: Any) -> Iterator[tuple[Fraction, av.Packet]]:
-    for packet in source.demux(stream):
-        if not packet.size or packet.pts is None:
-            continue
-        time = (packet.dts if packet.dts is not None else packet.pts) * packet.time_base
-        packet.stream = track
+def _timed(packets: Iterable[av.Packet]) -> TimedPackets:
+    """Packets with their decode time in seconds (their presentation time where they have no decode time)."""
+    for packet in packets:
+        yield (packet.dts if packet.dts is not None else packet.pts) * packet.time_base, packet
+
+
+def _copied_audio(source: Any, stream: Any, track: Any) -> TimedPackets:
+    for time, packet in _timed(p for p in source.demux(stream) if p.size and p.pts is not None):
+        packet.stream = track  # after its time is taken, in the source's time base
         yield time, packet
 
 
-def _encoded_audio(source: Any, stream: Any, out: Any, codec: str) -> Iterator[tuple[Fraction, av.Packet]]:
+def _encoded_audio(source: Any, stream: Any, out: Any, codec: str) -> TimedPackets:
     rate = stream.sample_rate or 48000
     if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
         rate = 48000
@@ -144,11 +140,6 @@ def _encoded_audio(source: Any, stream: Any, out: Any, codec: str) -> Iterator[t
     track = out.add_stream(codec, rate=rate, layout=layout)
     fmt = av.codec.Codec(codec, "w").audio_formats[0].name
     resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
-
-    def timed(packets: Sequence[av.Packet]) -> Iterator[tuple[Fraction, av.Packet]]:
-        for packet in packets:
-            yield (packet.dts if packet.dts is not None else packet.pts) * packet.time_base, packet
-
     for packet in source.demux(stream):
         try:
             frames = packet.decode()
@@ -156,7 +147,7 @@ def _encoded_audio(source: Any, stream: Any, out: Any, codec: str) -> Iterator[t
             continue
         for frame in frames:
             for resampled in resampler.resample(frame):
-                yield from timed(track.encode(resampled))
+                yield from _timed(track.encode(resampled))
     for resampled in resampler.resample(None):
-        yield from timed(track.encode(resampled))
-    yield from timed(track.encode(None))
+        yield from _timed(track.encode(resampled))
+    yield from _timed(track.encode(None))

@@ -25,12 +25,6 @@ except ImportError:  # pragma: no cover - Windows: no lock (the project is teste
     fcntl = None  # type: ignore[assignment]
 
 
-def lock_path(target: str | os.PathLike) -> Path:
-    """The lock file of an output: ``.<name>.lock`` beside it."""
-    target = Path(target)
-    return target.with_name(f".{target.name}.lock")
-
-
 def _drop(path: Path, fd: int) -> None:
     """Remove the lock file (while still holding it, so no one can take the unlinked file) and release it."""
     with contextlib.suppress(OSError):
@@ -41,15 +35,12 @@ def _drop(path: Path, fd: int) -> None:
 
 
 class OutputLock:
-    """An exclusive lock on a video output, for one writer at a time (processes, or two writers in one process).
-
-    Args:
-        target: the output file.
-    """
+    """An exclusive lock on the video output ``target``, for one writer at a time (processes, or two writers in one
+    process)."""
 
     def __init__(self, target: str | os.PathLike) -> None:
         self.target = Path(target)
-        self.path = lock_path(self.target)
+        self.path = self.target.with_name(f".{self.target.name}.lock")
         self._release: weakref.finalize | None = None
 
     @property
@@ -83,14 +74,10 @@ class OutputLock:
             except OSError as err:  # a file system without locks (some network mounts): go on, unguarded
                 logger.warning("%s: cannot lock %s (%s): a second run on this output would not be stopped",
                                self.target, self.path.name, err.strerror or err)  # fmt: skip
-                self._release = weakref.finalize(self, _drop, self.path, fd)
-                return
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # not a file its last holder removed between our open and our lock: ours
                 break
+            with contextlib.suppress(FileNotFoundError):  # ours unless its last holder removed it since our open
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
             os.close(fd)
         self._release = weakref.finalize(self, _drop, self.path, fd)
 

@@ -34,13 +34,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """The first audio stream of a file.
-
-    Attributes:
-        codec: FFmpeg's codec name (``aac``, ``opus``, ``pcm_s16le``...).
-        sample_rate: samples per second.
-        channels: number of channels.
-    """
+    """The first audio stream of a file: FFmpeg's codec name (``aac``, ``opus``, ``pcm_s16le``...), samples per
+    second, channels."""
 
     codec: str
     sample_rate: int
@@ -97,12 +92,10 @@ def open_input(path: Path) -> av.container.InputContainer:
 def _stream_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")  # Matroska's per-stream tag
-    if tag:
-        match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip())
-        if match:
-            hours, minutes, seconds = match.groups()
-            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration") or ""  # Matroska's per-stream tag
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip())
+    if match:
+        return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
     if container.duration is not None:
         return container.duration / av.time_base
     return None
@@ -111,21 +104,12 @@ def _stream_duration(container: av.container.InputContainer, stream: av.VideoStr
 def _rotation_steps(degrees: float) -> int:
     """Quarter turns (counter-clockwise) for a display rotation; 0 for angles that are not a multiple of 90."""
     steps = round(degrees / 90)
-    if abs(degrees - steps * 90) > 1:
-        return 0
-    return steps % 4
+    return steps % 4 if abs(degrees - steps * 90) <= 1 else 0
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn decoded pixels as a player shows them.
-
-    Args:
-        image: (H, W, C) array.
-        rotation: the display rotation in counter-clockwise degrees (``VideoFrame.rotation``), a multiple of 90.
-
-    Returns:
-        The turned array ((W, H, C) for 90 and 270), contiguous.
-    """
+    """Turn decoded (H, W, C) pixels as a player shows them, by ``rotation`` counter-clockwise degrees
+    (``VideoFrame.rotation``, a multiple of 90): (W, H, C) for 90 and 270, contiguous."""
     steps = _rotation_steps(rotation)
     return np.ascontiguousarray(np.rot90(image, k=steps)) if steps else image
 

@@ -9,6 +9,7 @@ file (a screen or phone recording with pauses) is not taken for a damaged one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -48,15 +49,14 @@ class DecodedFrame(NamedTuple):
 class VideoReader:
     """Decodes a video file one frame at a time; made by :func:`read_video_frames`.
 
-    Iterating yields :class:`DecodedFrame`; each iteration decodes the file again from the start. After a full
-    iteration, ``decoded`` is the number of frames that decoded and ``problems`` lists, in words naming the file,
-    what went wrong (also logged as warnings). No frame at all raises :class:`DataError`.
+    Iterating yields :class:`DecodedFrame`; each iteration decodes the file again from the start. No frame at all
+    raises :class:`DataError`.
 
     Attributes:
         path: the file.
         info: what the container says (:func:`probe_video`).
         decoded: frames yielded by the last iteration.
-        problems: integrity warnings of the last full iteration (empty when the file decoded cleanly).
+        problems: integrity warnings of the last full iteration, naming the file (empty when it decoded cleanly).
         complete: whether the last iteration ran to the end of the file.
         warn: log the problems of a full iteration as one warning line (``False`` for a caller that reports them).
     """
@@ -67,14 +67,13 @@ class VideoReader:
     problems: list[str] = field(default_factory=list)
     complete: bool = False
     warn: bool = True
-    _span: tuple[int, int] | None = field(default=None, repr=False)  # first timestamp, end of the last frame
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         self.decoded, self.problems, self.complete = 0, [], False
         errors: list[str] = []
         step = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
         last_pts: int | None = None
-        self._span = None
+        span: tuple[int, int] | None = None  # first timestamp, end of the last frame
         concealed = 0
         with open_input(self.path) as container:
             stream = container.streams.video[0]
@@ -97,7 +96,7 @@ class VideoReader:
                         last_pts = pts
                         length = getattr(frame, "duration", None)
                         end = pts + (length if length and not by_index else step)
-                        self._span = (self._span[0] if self._span else pts, end)
+                        span = (span[0] if span else pts, end)
                         image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                         yield DecodedFrame(self.decoded, pts, image)
                         self.decoded += 1
@@ -106,19 +105,10 @@ class VideoReader:
         self.complete = True
         if concealed:
             errors.append(f"{concealed} frames decoded with concealed errors")
-        self._check(errors)
+        self._check(errors, span)
 
-    def images(self) -> Iterator[np.ndarray]:
-        """The frames alone, uint8 (H, W, 3) RGB."""
-        for frame in self:
-            yield frame.image
-
-    def _check(self, errors: list[str]) -> None:
-        self._checks(errors)
-        if self.problems and self.warn:
-            logger.warning("%s", "; ".join(self.problems))
-
-    def _checks(self, errors: list[str]) -> None:
+    def _check(self, errors: list[str], span: tuple[int, int] | None) -> None:
+        """Raise where no frame decoded, else note (and log) what went wrong."""
         if self.decoded == 0:
             detail = f" ({errors[0]})" if errors else ""
             raise DataError(f"no frame of {self.path} could be decoded{detail}")
@@ -130,14 +120,16 @@ class VideoReader:
         stated, duration = self.info.frame_count, self.info.duration
         if stated is not None and self.decoded != stated:
             self.problems.append(f"{self.path}: decoded {self.decoded} frames but the container states {stated}")
-        elif stated is None and duration and self._span is not None:
+        elif stated is None and duration and span is not None:
             # the frames' own times (a variable rate is valid), with room for a start offset of a frame or two
-            covered = float((self._span[1] - self._span[0]) * self.info.time_base)
+            covered = float((span[1] - span[0]) * self.info.time_base)
             if duration - covered > max(2 / float(self.info.frame_rate), duration / 100):
                 self.problems.append(
                     f"{self.path}: decoded {self.decoded} frames covering {covered:.2f} s but the container's "
                     f"duration is {duration:.2f} s (about {self.info.expected_frames} frames at its stated rate)"
                 )
+        if self.problems and self.warn:
+            logger.warning("%s", "; ".join(self.problems))
 
 
 def read_video_frames(path: str | os.PathLike) -> VideoReader:
@@ -153,8 +145,7 @@ def read_video_frames(path: str | os.PathLike) -> VideoReader:
     Raises:
         DataError: the file cannot be opened or has no video stream (at once); no frame decodes (on iteration).
     """
-    info = probe_video(path)
-    return VideoReader(Path(path), info)
+    return VideoReader(Path(path), probe_video(path))
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> list[np.ndarray]:
@@ -165,9 +156,4 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> list[n
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: must be at least 1")
-    frames: list[np.ndarray] = []
-    for frame in read_video_frames(path):
-        frames.append(frame.image)
-        if max_frames is not None and len(frames) >= max_frames:
-            break
-    return frames
+    return list(itertools.islice((frame.image for frame in read_video_frames(path)), max_frames))

@@ -9,7 +9,6 @@ segment. The work folder carries the project's marker file: only such a folder i
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from cdvd.atomic import owned_folder, write_text_atomic
 
 MANIFEST = "manifest.json"
 PARTS_KIND = "video-parts"  # the kind in the work folder's marker file (cdvd.atomic.OWNER_FILE)
-SEGMENT_RE = re.compile(r"^seg_(\d{6})\.json$")
 
 
 @dataclass(frozen=True)
@@ -62,16 +60,11 @@ def even(image: np.ndarray) -> np.ndarray:
 def complete_segments(work_dir: Path, segment_frames: int) -> list[Segment]:
     """The complete segments of ``work_dir`` from the first on, up to the first missing or incomplete one (every
     complete segment holds ``segment_frames`` frames)."""
-    found: dict[int, Path] = {}
-    for entry in work_dir.iterdir():
-        match = SEGMENT_RE.match(entry.name)
-        if match:
-            found[int(match.group(1))] = entry
     segments: list[Segment] = []
-    while len(segments) in found:
+    while True:
         index = len(segments)
         try:
-            record = json.loads(found[index].read_text())
+            record = json.loads((work_dir / f"seg_{index:06d}.json").read_text())
             media = work_dir / f"seg_{index:06d}.mkv"
             if media.stat().st_size != record["bytes"] or len(record["pts"]) != segment_frames:
                 break

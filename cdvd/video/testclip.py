@@ -22,21 +22,12 @@ def write_test_video(
     audio_codec: str = "aac",
     rotation: int = 0,
 ) -> Path:
-    """Write a small clip (H.264 with a 440 Hz AAC tone by default) in one pass, e.g. for tests and bug reports.
+    """Write uint8 (H, W, 3) RGB ``frames`` of one, even, size to ``path`` in one pass (the container follows the
+    suffix: ``.mp4``, ``.mkv``, ``.mov``, ``.avi``...) and return it as a :class:`Path`.
 
-    MP4 and MOV files get their index at the front (``faststart``), as streaming-ready files have it.
-
-    Args:
-        path: the file; the container follows the suffix (``.mp4``, ``.mkv``, ``.mov``, ``.avi``...).
-        frames: uint8 (H, W, 3) RGB frames of one, even, size.
-        fps: frame rate.
-        audio: add a sine tone as long as the video.
-        codec: video encoder.
-        audio_codec: audio encoder.
-        rotation: a display rotation flag (counter-clockwise degrees) to store, as phones do.
-
-    Returns:
-        ``path`` as a :class:`Path`.
+    H.264 by default, with (``audio``) a 440 Hz tone as long as the video in ``audio_codec``; ``rotation`` stores a
+    display rotation flag (counter-clockwise degrees), as phones do. MP4 and MOV files get their index at the front
+    (``faststart``), as streaming-ready files have it.
     """
     path = Path(path)
     rate = Fraction(fps)

@@ -1,11 +1,6 @@
-"""A resumable, atomic video writer: independently encoded segments joined, with the sound track, at the end.
-
-:class:`SegmentedVideoWriter` encodes frames into complete segment files in a hidden work folder beside the output
-(``.<name>.parts/``); a run that is killed resumes after its last complete segment, and the final file is made by
-remuxing the segments' packets (no re-encode, :mod:`cdvd.video.join`) into a temporary file in the work folder
-that is renamed onto the output only when whole. Every segment starts with a keyframe and is encoded with fixed
-settings (one encoder thread by default), so a resumed write gives exactly the bitstream, and therefore the
-decoded frames, of an uninterrupted one.
+"""A resumable, atomic video writer (:class:`SegmentedVideoWriter`): independently encoded segments in a work folder
+beside the output (:mod:`cdvd.video.segments`), remuxed with the sound track into the output at the end
+(:mod:`cdvd.video.join`), which is renamed into place only when whole.
 """
 
 from __future__ import annotations
@@ -48,7 +43,7 @@ class SegmentedVideoWriter:
     :meth:`finish` joins the segments by remuxing their packets (no re-encode) with the timestamps given to
     :meth:`write` (the source's, so the output has its rate and frame count), adds the first audio track of
     ``audio_source`` (copied where the container accepts its codec, else re-encoded: AAC, or Opus for WebM),
-    writes all this to a temporary file beside the output and renames it into place, then removes the work folder.
+    writes all this to a temporary file in the work folder, renames it onto the output and removes the folder.
 
     Determinism: every segment starts with a keyframe in a fresh encoder, and the encoder runs with ``threads``
     threads (1 by default; x264 and libvpx give the same bitstream for the same frames, settings and thread count),
@@ -59,16 +54,14 @@ class SegmentedVideoWriter:
     Args:
         final_path: the output file; its suffix picks the container (:data:`OUTPUT_FORMATS`).
         info: the source video (frame rate and time base of the output timestamps).
-        codec: video encoder; ``None``: ``libx264`` (``libvpx-vp9`` for ``.webm``).
-        crf: constant-quality level; ``None``: the encoder's entry in :data:`DEFAULT_CRF`.
-        preset: x264/x265 speed preset (for VP9 mapped to ``cpu-used``; other encoders ignore it).
-        pix_fmt: the encoded pixel format; ``None``: 4:2:0, or for odd sizes the encoder cannot hold in 4:2:0 (H.264)
-            4:4:4, which keeps them; where no format keeps the size, frames are padded to even sizes (logged once).
+        codec, crf, preset, pix_fmt, codec_options: the encoder settings, checked by
+            :func:`cdvd.video.formats.check_encoder` (``None``: H.264, or VP9 for ``.webm``, at the encoder's default
+            crf, in 4:2:0 where the frame size allows, an odd-size fallback logged once; ``preset`` is x264's, mapped
+            to VP9's speed, ignored by other encoders).
         segment_frames: frames per segment (the resume granularity; each adds a keyframe).
         threads: encoder threads (0: FFmpeg's choice; then resuming on another machine may differ in bits).
         audio_source: file whose first audio track goes into the output; ``None`` for none.
         fingerprint: JSON-serialisable identity of what makes the pixels (input, checkpoint hash, settings).
-        codec_options: extra FFmpeg encoder options (strings), part of the manifest.
         size: (width, height) of the frames; ``None``: the size ``info`` states.
 
     Raises:
@@ -109,8 +102,7 @@ class SegmentedVideoWriter:
         self.work_dir = self.final_path.with_name(f".{self.final_path.name}.parts")
         # frame timestamps of the segment encoder: the source's nominal rate (it goes into the bitstream's timing
         # info) where millisecond timestamps of the Matroska segments keep frames apart, else 25
-        rate = info.frame_rate
-        self._segment_rate = Fraction(rate) if 0 < rate <= 500 else Fraction(25)
+        self._segment_rate = Fraction(info.frame_rate) if 0 < info.frame_rate <= 500 else Fraction(25)
         self._step = max(1, round(1 / (info.frame_rate * info.time_base))) if info.frame_rate > 0 else 1
         self._segments: list[Segment] = []
         self._open: dict[str, Any] | None = None  # the segment being written
@@ -134,8 +126,9 @@ class SegmentedVideoWriter:
 
     # -- settings and work folder
 
-    def _settings(self) -> dict[str, Any]:
-        return {
+    def manifest(self) -> dict[str, Any]:
+        """What this writer's outputs depend on: the caller's fingerprint and the encoder settings (JSON types)."""
+        encoder = {
             "codec": self.codec,
             "pix_fmt": self.pix_fmt,
             "threads": self.threads,
@@ -144,10 +137,7 @@ class SegmentedVideoWriter:
             "frame_rate": str(self.info.frame_rate),
             "time_base": str(self.info.time_base),
         }
-
-    def manifest(self) -> dict[str, Any]:
-        """What this writer's outputs depend on: the caller's fingerprint and the encoder settings (JSON types)."""
-        return {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "encoder": self._settings()}
+        return {"version": _MANIFEST_VERSION, "fingerprint": self.fingerprint, "encoder": encoder}
 
     def output_is_current(self) -> bool:
         """Whether the output file exists, whole, and was written with this writer's :meth:`manifest` (then a
@@ -158,8 +148,6 @@ class SegmentedVideoWriter:
         """Run ``fn``, turning OS and FFmpeg write errors into a DataError that names the output."""
         try:
             return fn(*args)
-        except DataError:
-            raise
         except (OSError, av.FFmpegError) as err:
             raise DataError(f"cannot write video {self.final_path}: {err}") from err
 
@@ -201,11 +189,6 @@ class SegmentedVideoWriter:
         self._ensure_loaded()
         return sum(s.frames for s in self._segments)
 
-    @property
-    def frames_written(self) -> int:
-        """Frames in complete segments plus the segment being written."""
-        return self.frames_done() + (len(self._open["pts"]) if self._open else 0)
-
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
         """Encode the next frame.
 
@@ -239,10 +222,7 @@ class SegmentedVideoWriter:
             raise
 
     def _encode(self, image: np.ndarray, pts: int) -> None:
-        if self._open is None:
-            self._start_segment()
-        seg = self._open
-        assert seg is not None
+        seg = self._open or self._start_segment()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
         frame.pts = len(seg["pts"])
@@ -252,7 +232,7 @@ class SegmentedVideoWriter:
         if len(seg["pts"]) == self.segment_frames:
             self._close_segment()
 
-    def _start_segment(self) -> None:
+    def _start_segment(self) -> dict[str, Any]:
         assert self._size is not None
         index = len(self._segments)
         tmp = self.work_dir / f"seg_{index:06d}.mkv.tmp"
@@ -265,6 +245,7 @@ class SegmentedVideoWriter:
         ctx.thread_count = self.threads
         ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 1, 1, 1, 1  # BT.709, limited range
         self._open = {"index": index, "tmp": tmp, "container": container, "stream": stream, "pts": [], "packets": []}
+        return self._open
 
     def _mux_segment_packets(self, seg: dict[str, Any], packets: Sequence[av.Packet]) -> None:
         for packet in packets:
@@ -276,7 +257,7 @@ class SegmentedVideoWriter:
             seg["container"].mux(packet)
 
     def _close_segment(self) -> None:
-        seg = self._open
+        seg, self._open = self._open, None
         assert seg is not None and self._size is not None
         tmp: Path = seg["tmp"]
         media = tmp.with_suffix("")  # seg_000000.mkv
@@ -301,12 +282,10 @@ class SegmentedVideoWriter:
             }
             write_json(record_path, record)  # the segment counts as complete from here on
         except BaseException:
-            self._open = None
             for path in (tmp, media):
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
-        self._open = None
         self._segments.append(Segment(seg["index"], seg["pts"], seg["packets"], *self._size))
         logger.debug("%s: segment %d complete (%d frames)", self.final_path, seg["index"], len(seg["pts"]))
 
@@ -339,11 +318,11 @@ class SegmentedVideoWriter:
         logger.debug("%s: %d frames written", self.final_path, total)
         return self.final_path
 
-    def abort(self, *, keep_parts: bool = True) -> None:
-        """Stop without an output: drop the segment being written; keep the complete ones for a later run unless
-        ``keep_parts`` is false. A work folder left without a complete segment (nothing decoded, or the first
-        segment failed) holds nothing useful: removed. Gives the output's lock back (and touches nothing where another
-        run holds it). Never raises for a missing file."""
+    def abort(self) -> None:
+        """Stop without an output: drop the segment being written; keep the complete ones for a later run. A work
+        folder left without a complete segment (nothing decoded, or the first segment failed) holds nothing useful:
+        removed. Gives the output's lock back (and touches nothing where another run holds it). Never raises for a
+        missing file."""
         seg, self._open = self._open, None
         if seg is not None:
             with contextlib.suppress(Exception):
@@ -355,7 +334,7 @@ class SegmentedVideoWriter:
         except DataError:
             return  # another run writes the output now: its parts are not ours to remove
         try:
-            if not keep_parts or (self._loaded and not self._segments):
+            if self._loaded and not self._segments:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
                 self._segments = []
         finally:
@@ -364,12 +343,9 @@ class SegmentedVideoWriter:
     def _join(self, total: int) -> None:
         pts_all, step = [p for s in self._segments for p in s.pts], self._step
 
-        def at(index: int) -> int:  # output time of frame ``index``; extrapolated before the first and after the last
-            if index < 0:
-                return pts_all[0] + index * step
-            if index >= len(pts_all):
-                return pts_all[-1] + (index - len(pts_all) + 1) * step
-            return pts_all[index]
+        def at(index: int) -> int:  # output time of frame ``index``; one step a frame before the first, after the last
+            inside = min(max(index, 0), len(pts_all) - 1)
+            return pts_all[inside] + (index - inside) * step
 
         # the joined file is made inside the work folder (a kill leaves nothing beside the output; the next run
         # removes it with the other leftovers) and renamed onto the output, on the same file system, when whole
