@@ -140,36 +140,26 @@ def mark_owned(folder: str | os.PathLike, kind: str, entries: list[str] | None =
     write_text_atomic(Path(folder) / OWNER_FILE, json.dumps(record) + "\n")
 
 
-def owner_record(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The marker of a folder the project made and this user owns (a real folder, a regular marker file of this
-    user saying so); ``None`` for anything else."""
-    folder = Path(folder)
-    try:
-        if not stat.S_ISDIR(folder.lstat().st_mode):
-            return None
-        marker = folder / OWNER_FILE
-        info = marker.lstat()
-        if not stat.S_ISREG(info.st_mode) or not _ours(info):
-            return None
-        record = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("made_by") == _MADE_BY else None
-
-
 def owned_folder(folder: str | os.PathLike, kind: str | None = None) -> bool:
     """Whether ``folder`` was made by the project (as ``kind``, when given) for this user and holds nothing else at
-    its top (where its marker lists what the project put there): the one ownership rule of every command that
-    replaces or removes a folder."""
-    record = owner_record(folder)
-    if record is None or (kind is not None and record.get("kind") != kind):
-        return False
-    entries = record.get("entries")
-    if entries is None:
-        return True
+    its top (where its marker lists what the project put there): a real folder whose marker is a regular file of
+    this user saying so. The one ownership rule of every command that replaces or removes a folder."""
+    folder = Path(folder)
+    marker = folder / OWNER_FILE
     try:
-        return isinstance(entries, list) and set(os.listdir(folder)) <= {*map(str, entries), OWNER_FILE}
-    except OSError:
+        info = marker.lstat()
+        if not stat.S_ISDIR(folder.lstat().st_mode) or not stat.S_ISREG(info.st_mode) or not _ours(info):
+            return False
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or record.get("made_by") != _MADE_BY:
+            return False
+        if kind is not None and record.get("kind") != kind:
+            return False
+        entries = record.get("entries")
+        return entries is None or (
+            isinstance(entries, list) and set(os.listdir(folder)) <= {*map(str, entries), OWNER_FILE}
+        )
+    except (OSError, ValueError):
         return False
 
 
@@ -179,9 +169,8 @@ def replaceable_folder(folder: str | os.PathLike, kind: str) -> bool:
     folder = Path(folder)
     if not (folder.exists() or folder.is_symlink()):
         return True
-    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-        return True
-    return owned_folder(folder, kind)
+    empty = folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir())
+    return empty or owned_folder(folder, kind)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -28,12 +28,9 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of all of a file's bytes, read now in 1 MiB blocks (never from a cache: what decides whether a result
-    is reused must be the content, not a name, a size or a time).
-
-    The one file digest of the project: input frames and video files (:mod:`cdvd.inference.manifest`), checkpoints
-    (``cdvd-eval``'s report) and cached compiled models (:mod:`cdvd.backends.openvino`).
-    """
+    """SHA-256 of all of a file's bytes, read now (never from a cache: what decides whether a result is reused must
+    be the content, not a name, a size or a time). The project's one file digest: input frames and videos
+    (:mod:`cdvd.inference.manifest`), checkpoints (``cdvd-eval``), cached models (:mod:`cdvd.backends.openvino`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -43,10 +40,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @functools.cache
 def source_sha256(*relative: str) -> str:
-    """SHA-256 over the text of this package's source files or folders (``.py`` files, sorted), e.g. ``models``.
-
-    A change to any of them changes the digest, so a cache keyed on it never serves what older code made.
-    """
+    """SHA-256 over this package's source files or folders (their ``.py`` files, sorted), e.g. ``models``: a cache
+    keyed on it never serves what older code made."""
     digest = hashlib.sha256()
     for name in relative:
         path = PACKAGE / name

@@ -1,4 +1,5 @@
-"""Ways to run one cascade stage (:meth:`cdvd.models.CDVDTSP.restore_centres`) fast on the hardware at hand.
+"""Ways to run one cascade stage fast on the hardware at hand, each a callable with the contract of
+:meth:`cdvd.models.CDVDTSP.restore_centres`, (T, B, 3, H, W) -> (T - 2, B, 3, H, W):
 
 * :mod:`cdvd.backends.torch`: the torch model with channels-last memory and/or ``torch.compile``.
 * :mod:`cdvd.backends.openvino`: the stage converted to OpenVINO (optional extra ``cdvd[openvino]``).
@@ -6,8 +7,6 @@
   :mod:`cdvd.export` writes).
 
 The backend list and its check live here (:data:`BACKENDS`, :func:`check_backend`); nothing here imports torch.
-
-Each gives a callable with the contract of ``restore_centres``: (T, B, 3, H, W) -> (T - 2, B, 3, H, W).
 """
 
 from __future__ import annotations

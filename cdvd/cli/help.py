@@ -18,10 +18,11 @@ import ast
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import itertools
 import re
 import shutil
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -52,11 +53,12 @@ class Setting:
 
 @dataclass(frozen=True)
 class ConfigText:
-    """A config file read with its comments: the comment block that opens it, and its settings in order."""
+    """A config file read with its comments: the comment block that opens it, its settings in order, and the configs
+    of the same folder that its defaults list merges in (``eval.yaml``: ``deblur``)."""
 
     header: list[str]
     settings: list[Setting]
-    defaults: list[Any]
+    extends: list[str]
 
 
 def _split_inline_comment(rest: str) -> tuple[str, str]:
@@ -76,20 +78,16 @@ def parse_config_text(text: str) -> ConfigText:
     """The settings of a block-style YAML config with their comments.
 
     The comment lines that open the file are its header; the comment lines right above a key (no blank line between)
-    and a comment beside it are that key's. Keys under ``defaults`` and ``hydra`` are left out.
+    and a comment beside it are that key's. Keys under ``defaults`` and ``hydra`` are left out; of the defaults list,
+    config groups (``data: synthetic``), ``_self_`` and overrides are not files it extends.
     """
     lines = text.splitlines()
-    header: list[str] = []
-    start = 0
-    while start < len(lines) and lines[start].lstrip().startswith("#"):
-        line = lines[start].strip()
-        if not line.startswith("# @package"):
-            header.append(line[2:] if line.startswith("# ") else line[1:])
-        start += 1
+    opening = [line.strip() for line in itertools.takewhile(lambda line: line.lstrip().startswith("#"), lines)]
+    header = [line[1:].removeprefix(" ") for line in opening if not line.startswith("# @package")]
     settings: list[Setting] = []
     comment: list[str] = []
     stack: list[tuple[int, str]] = []
-    for line in lines[start:]:
+    for line in lines[len(opening) :]:
         stripped = line.strip()
         if not stripped:
             comment = []
@@ -110,8 +108,9 @@ def parse_config_text(text: str) -> ConfigText:
         if path[0] not in SKIPPED_KEYS:
             settings.append(Setting(path, value, " ".join([*comment, beside]).strip()))
         comment = []
-    loaded = yaml.safe_load(text) or {}
-    return ConfigText(header, settings, list(loaded.get("defaults") or []))
+    defaults = (yaml.safe_load(text) or {}).get("defaults") or []
+    extends = [entry for entry in defaults if isinstance(entry, str) and entry != "_self_" and "/" not in entry]
+    return ConfigText(header, settings, extends)
 
 
 def read_config_text(name: str) -> ConfigText:
@@ -119,25 +118,17 @@ def read_config_text(name: str) -> ConfigText:
     return parse_config_text(importlib.resources.files(CONFIG_PACKAGE).joinpath(f"{name}.yaml").read_text("utf-8"))
 
 
-def extended_configs(config: ConfigText) -> list[str]:
-    """The configs of the same folder that ``config``'s defaults list merges in (``eval.yaml``: ``deblur``); config
-    groups (``data: synthetic``), ``_self_`` and overrides are not files it extends."""
-    return [entry for entry in config.defaults if isinstance(entry, str) and entry != "_self_" and "/" not in entry]
-
-
 def tool_settings(name: str) -> list[Setting]:
     """The settings of config ``name``, then those of the configs it extends that it does not set itself; a setting
     without a comment of its own keeps the comment of the file it extends."""
     own = read_config_text(name)
     inherited: dict[tuple[str, ...], Setting] = {}
-    for base in extended_configs(own):
+    for base in own.extends:
         inherited.update({s.path: s for s in tool_settings(base)})
     settings = []
     for setting in own.settings:
-        base_setting = inherited.pop(setting.path, None)
-        if not setting.comment and base_setting is not None:
-            setting = Setting(setting.path, setting.value, base_setting.comment)
-        settings.append(setting)
+        parent = inherited.pop(setting.path, None)
+        settings.append(replace(setting, comment=parent.comment) if parent and not setting.comment else setting)
     return settings + list(inherited.values())
 
 
@@ -170,14 +161,9 @@ def format_settings(settings: list[Setting], values: dict[str, Any] | None = Non
     column = min(max((len(left) for left, _ in rows), default=0) + 2, COMMENT_COLUMN_MAX)
     lines = []
     for left, comment in rows:
-        if not comment:
-            lines.append(left)
-            continue
-        wrapped = textwrap.wrap(comment, width=max(width - column - 2, 30)) or [""]
-        if len(left) + 2 > column:
-            lines.append(left)
-        else:
-            lines.append(f"{left.ljust(column)}# {wrapped.pop(0)}")
+        wrapped = textwrap.wrap(comment, width=max(width - column - 2, 30))  # [] for no comment
+        fits = bool(wrapped) and len(left) + 2 <= column
+        lines.append(f"{left.ljust(column)}# {wrapped.pop(0)}" if fits else left)
         lines.extend(f"{'':{column}}# {part}" for part in wrapped)
     return "\n".join(lines)
 
@@ -216,11 +202,10 @@ def help_header(app_name: str, config_name: str) -> str:
 
 
 def group_options(group: str) -> list[str]:
-    """The options Hydra accepts for ``group`` (its config search path: the packaged configs, plugins, --config-dir)."""
+    """The options Hydra accepts for ``group`` (its config search path: the packaged configs, plugins, --config-dir);
+    asked while Hydra renders the help, so its global state is set."""
     from hydra.core.global_hydra import GlobalHydra
 
-    if not GlobalHydra.instance().is_initialized():
-        return []
     return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
@@ -239,13 +224,6 @@ def help_groups(choices: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def help_settings(config_name: str, values: dict[str, Any] | None) -> str:
-    """The ``== Settings ==`` section: :func:`format_settings` of the tool's config."""
-    width = min(max(shutil.get_terminal_size((120, 24)).columns, 80), 120)
-    body = format_settings(tool_settings(config_name), values, width=width)
-    return "== Settings (override any: key=value, nested ones as a.b=value) ==\n" + body
-
-
 def render_help_part(part: str, root: DictConfig) -> str:
     """One part (``header``, ``groups``, ``settings``) of the help of the tool whose composed config is ``root``.
 
@@ -261,7 +239,9 @@ def render_help_part(part: str, root: DictConfig) -> str:
         text = text + "\n\n" if text else ""  # a blank line before the settings
     elif part == "settings":
         values = OmegaConf.to_container(root, resolve=False)
-        text = help_settings(config_name, values if isinstance(values, dict) else None)
+        width = min(max(shutil.get_terminal_size((120, 24)).columns, 80), 120)
+        body = format_settings(tool_settings(config_name), values if isinstance(values, dict) else None, width)
+        text = "== Settings (override any: key=value, nested ones as a.b=value) ==\n" + body
     else:
         raise ValueError(f"unknown help part {part!r} (header, groups or settings)")
     return text.replace("$", "$$")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from cdvd.data.io import IMAGE_EXTENSIONS, list_frames, read_rgb
+from cdvd.data.layouts import video_frames
 from cdvd.errors import DataError
 from cdvd.video import read_video
 
@@ -66,10 +67,7 @@ def folder_images(folder: Path) -> list[tuple[str, np.ndarray]]:
 def hfr_frames(path: Path, needed: int) -> list[np.ndarray]:
     """Up to ``needed`` consecutive frames of a video file or of a folder of frames."""
     if path.is_dir():
-        paths = list_frames(path)
-        if not paths:
-            raise DataError(f"no image frames in {path}")
-        return [read_rgb(p) for p in paths[:needed]]
+        return [read_rgb(p) for p in video_frames(path)[:needed]]
     return read_video(path, max_frames=needed)
 
 
@@ -149,15 +147,9 @@ def prepare_still(
     if abs(factor - 1) > 1e-3:
         new = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
         image = cv2.resize(image, new, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
-    slack_h = max(0.0, (image.shape[0] - need_h) / 2)
-    slack_w = max(0.0, (image.shape[1] - need_w) / 2)
-    centre = np.array(
-        [
-            (image.shape[1] - 1) / 2 + rng.uniform(-slack_w, slack_w),
-            (image.shape[0] - 1) / 2 + rng.uniform(-slack_h, slack_h),
-        ]
-    )
-    return image, centre
+    width_height = np.array(image.shape[1::-1])
+    slack = np.maximum(0.0, (width_height - (need_w, need_h)) / 2)  # how far the centre may move, x and y
+    return image, (width_height - 1) / 2 + rng.uniform(-slack, slack)
 
 
 # ------------------------------------------------------------------------------------------------- rendering

@@ -9,11 +9,8 @@ import torch
 
 
 def reflect_index(index: int, n_frames: int) -> int:
-    """Fold ``index`` into ``[0, n_frames)`` by reflection without repeating the edge frame.
-
-    Reflection repeats as often as needed, so any index maps into a video of any length:
-    with 3 frames, ``-4 -3 -2 -1 0 1 2 3 4`` reads as ``0 1 2 1 0 1 2 1 0``. A 1-frame video gives 0.
-    """
+    """Fold ``index`` into ``[0, n_frames)`` by reflection without repeating the edge frame, as often as needed:
+    with 3 frames, ``-4 -3 -2 -1 0 1 2 3 4`` reads as ``0 1 2 1 0 1 2 1 0``. A 1-frame video gives 0."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be at least 1, instead got {n_frames}")
     if n_frames == 1:
@@ -24,19 +21,11 @@ def reflect_index(index: int, n_frames: int) -> int:
 
 
 def window_indices(center: int, length: int, n_frames: int) -> list[int]:
-    """Indices of the ``length`` frames around ``center``, reflected at the video's borders.
+    """The ``length`` (5 for CDVD-TSP) frame indices around ``center`` (both in ``[0, n_frames)``; for an even length
+    the centre is at ``length // 2``), reflected at the video's borders by :func:`reflect_index`.
 
-    The reflection does not repeat the edge frame (as the 2021 fork of CDVD-TSP reads videos): a video
-    ``[1, 2, 3, 4, 5]`` is read as ``[3, 2, 1, 2, 3, 4, 5, 4, 3]``, so the window of frame 1 is
-    ``[3, 2, 1, 2, 3]``. Videos shorter than half the window reflect repeatedly; a 1-frame video repeats it.
-
-    Args:
-        center: index of the centre frame, in ``[0, n_frames)``.
-        length: window length (5 for CDVD-TSP); for an even length the centre is at ``length // 2``.
-        n_frames: number of frames of the video.
-
-    Returns:
-        ``length`` frame indices, each in ``[0, n_frames)``.
+    As the 2021 fork of CDVD-TSP reads videos: ``[1, 2, 3, 4, 5]`` is read as ``[3, 2, 1, 2, 3, 4, 5, 4, 3]``, so
+    the window of frame 1 is ``[3, 2, 1, 2, 3]``.
     """
     if length < 1:
         raise ValueError(f"length must be at least 1, instead got {length}")
@@ -54,26 +43,15 @@ def random_crop_box(height: int, width: int, patch: int, rng: np.random.Generato
 
 
 def draw_augment(rng: np.random.Generator, allow_transpose: bool = True) -> tuple[bool, bool, bool]:
-    """Draw (hflip, vflip, transpose): the 8 flips and 90-degree rotations, uniformly.
-
-    ``transpose`` (and with it the odd rotations) needs square frames: pass ``allow_transpose=False`` if
-    they are not.
-    """
+    """Draw (hflip, vflip, transpose): the 8 flips and 90-degree rotations, uniformly. ``transpose`` (and with it the
+    odd rotations) needs square frames: pass ``allow_transpose=False`` if they are not."""
     hflip, vflip, transpose = (bool(b) for b in rng.integers(0, 2, size=3))
     return hflip, vflip, transpose and allow_transpose
 
 
 def apply_augment(frames: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
-    """Apply one flip/rotation to every frame of a clip.
-
-    Args:
-        frames: (T, H, W, C) array; the same transform goes to every frame.
-        hflip: mirror left-right. vflip: mirror top-bottom. transpose: swap H and W (with the flips: rotations
-            by 90 degrees).
-
-    Returns:
-        (T, H, W, C), or (T, W, H, C) when transposed; a view where possible.
-    """
+    """One flip/rotation applied to every frame of a (T, H, W, C) clip: ``hflip`` mirrors left-right, ``vflip``
+    top-bottom, ``transpose`` swaps H and W (with the flips: rotations by 90 degrees); a view where possible."""
     if hflip:
         frames = frames[:, :, ::-1]
     if vflip:

@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 ENCODINGS = ("file", "raw")
 META_KEY = b"__cdvd_meta__"
 """The key of the JSON meta record (no frame key can take it: frame keys end with an image extension)."""
+_AGAIN = "copy it again or pack it again with cdvd-pack"
 
 
 def import_lmdb() -> ModuleType:
@@ -158,27 +159,19 @@ class _Environments:
             try:
                 # many readers, no writer: no lock file (works on read-only media), no readahead (random reads)
                 env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
-                _check_whole(env, path / "data.mdb", stat.st_size)
+                needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
             except lmdb.Error as err:
                 raise DataError(f"cannot open frame store {path}: {err}") from err
+            # a truncated copy: its missing pages are memory-mapped, and reading one kills the process with SIGBUS
+            # (no message, exit 135) in the middle of training
+            if stat.st_size < needed:
+                env.close()
+                raise DataError(
+                    f"frame store file {path / 'data.mdb'} is truncated: {stat.st_size} bytes, but its LMDB header "
+                    f"records {needed}; {_AGAIN}"
+                )
             self.open[key] = env
         return env
-
-
-def _check_whole(env: Any, data_file: Path, size: int) -> None:
-    """Refuse a store whose file is shorter than its LMDB meta page says: a truncated copy. Its missing pages are
-    memory-mapped, and reading one kills the process with SIGBUS (no message, exit 135) in the middle of training.
-
-    Raises:
-        DataError: naming the file, its size and the size its header records (``env`` is closed).
-    """
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    if size < needed:
-        env.close()
-        raise DataError(
-            f"frame store file {data_file} is truncated: {size} bytes, but its LMDB header records {needed}; "
-            "copy it again or pack it again with cdvd-pack"
-        )
 
 
 _ENVIRONMENTS = _Environments()
@@ -222,9 +215,7 @@ class FrameStore:
             with env.begin(buffers=buffers) as txn:
                 yield txn
         except lmdb.Error as err:
-            damaged = self.path / "data.mdb"
-            advice = "copy it again or pack it again with cdvd-pack"
-            raise DataError(f"frame store {damaged} is damaged ({err}); {advice}") from err
+            raise DataError(f"frame store {self.path / 'data.mdb'} is damaged ({err}); {_AGAIN}") from err
 
     @property
     def meta(self) -> StoreMeta:

@@ -53,13 +53,19 @@ class VideoPair:
 
     @property
     def blur_dir(self) -> Path:
-        """The folder of the blurry frames."""
         return self.blur[0].parent
 
     @property
     def gt_dir(self) -> Path | None:
-        """The folder of the sharp frames, if any."""
         return self.gt[0].parent if self.gt else None
+
+
+def video_frames(folder: Path) -> list[Path]:
+    """The frames of one video's folder (:func:`cdvd.data.io.list_frames`); a DataError where it holds none."""
+    frames = list_frames(folder)
+    if not frames:
+        raise DataError(f"no image frames in {folder}")
+    return frames
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -70,10 +76,7 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _first_existing(parent: Path, names: tuple[str, ...]) -> Path | None:
-    for name in names:
-        if (parent / name).is_dir():
-            return parent / name
-    return None
+    return next((parent / name for name in names if (parent / name).is_dir()), None)
 
 
 def _split_root(root: Path, split: str | None) -> Path:
@@ -108,16 +111,16 @@ def _pair_folders(
             )
         return [(name, folder, None) for name, folder in blur_dirs.items()]
     gt_dirs = {p.name: p for p in _subdirs(gt_parent)}
-    only_blur = sorted(set(blur_dirs) - set(gt_dirs), key=natural_key)
-    only_gt = sorted(set(gt_dirs) - set(blur_dirs), key=natural_key)
-    if only_blur or only_gt:
-        parts = []
-        if only_blur:
-            parts.append(f"without GT in {gt_parent}: {', '.join(only_blur[:5])}{' ...' if len(only_blur) > 5 else ''}")
-        if only_gt:
-            parts.append(
-                f"without blurry frames in {blur_parent}: {', '.join(only_gt[:5])}{' ...' if len(only_gt) > 5 else ''}"
-            )
+    alone = {
+        f"without GT in {gt_parent}": blur_dirs.keys() - gt_dirs,
+        f"without blurry frames in {blur_parent}": gt_dirs.keys() - blur_dirs,
+    }
+    parts = [
+        f"{where}: {', '.join(sorted(names, key=natural_key)[:5])}{' ...' if len(names) > 5 else ''}"
+        for where, names in alone.items()
+        if names
+    ]
+    if parts:
         raise DataError(f"blurry and GT video lists differ ({'; '.join(parts)})")
     return [(name, folder, gt_dirs[name]) for name, folder in blur_dirs.items()]
 
@@ -154,24 +157,21 @@ def _collect(
             raise _no_videos(base, layout, expected)
         return videos
 
-    if layout == "reds":
-        if split is None:
-            candidates = sorted(p.name[: -len("_blur")] for p in _subdirs(root) if p.name.endswith("_blur"))
-            if len(candidates) != 1:
-                found = ", ".join(candidates) or "none"
-                raise DataError(f"reds layout needs a split for {root} (<split>_blur folders found: {found})")
-            split = candidates[0]
-        blur_parent = next((p for p in (root / f"{split}_blur", root / split / f"{split}_blur") if p.is_dir()), None)
-        if blur_parent is None:
-            raise DataError(
-                f"blurry folder not found: {root / f'{split}_blur'} (expected the reds layout: "
-                f"<split>_blur/<seq>/* and <split>_sharp/<seq>/*)"
-            )
-        gt_parent = blur_parent.with_name(f"{split}_sharp")
-        return _pair_folders(layout, blur_parent, gt_parent, require_gt, "<seq>/* folders")
-
-    check_layout(layout)
-    raise AssertionError(layout)  # every layout is handled above
+    # reds (detect_layout checked the layout)
+    if split is None:
+        candidates = sorted(p.name[: -len("_blur")] for p in _subdirs(root) if p.name.endswith("_blur"))
+        if len(candidates) != 1:
+            found = ", ".join(candidates) or "none"
+            raise DataError(f"reds layout needs a split for {root} (<split>_blur folders found: {found})")
+        split = candidates[0]
+    blur_parent = next((p for p in (root / f"{split}_blur", root / split / f"{split}_blur") if p.is_dir()), None)
+    if blur_parent is None:
+        raise DataError(
+            f"blurry folder not found: {root / f'{split}_blur'} (expected the reds layout: "
+            f"<split>_blur/<seq>/* and <split>_sharp/<seq>/*)"
+        )
+    gt_parent = blur_parent.with_name(f"{split}_sharp")
+    return _pair_folders(layout, blur_parent, gt_parent, require_gt, "<seq>/* folders")
 
 
 def check_layout(layout: object) -> None:
@@ -207,8 +207,7 @@ def discover_videos(
 
     Args:
         root: the dataset's root folder.
-        layout: one of ``dvd``, ``gopro``, ``reds``, ``folder`` (see the module docstring), or ``auto`` to
-            guess it with :func:`detect_layout`.
+        layout: one of :data:`LAYOUTS` (see the module docstring), or ``auto`` (:func:`detect_layout`).
         split: the subset (``train``, ``test``, ``val``...); ``None``: ``root`` is the subset itself.
         require_gt: a video without sharp frames is an error; with ``False`` such videos get ``gt=None``.
         blur_gamma: GOPRO only: read ``blur_gamma/`` (blur made in linear light) instead of ``blur/``.
@@ -223,15 +222,10 @@ def discover_videos(
             path.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root not found: {root}")
-    if layout == "auto":
-        layout = detect_layout(root)
+    layout = detect_layout(root, layout)
     videos = []
     for name, blur_dir, gt_dir in _collect(layout, root, split, require_gt, blur_gamma):
-        blur = list_frames(blur_dir)
-        if not blur:
-            raise DataError(f"no image frames in {blur_dir}")
+        blur = video_frames(blur_dir)
         gt = list_frames(gt_dir) if gt_dir is not None else None
         if gt is not None and len(gt) != len(blur):
             raise DataError(
@@ -264,20 +258,22 @@ def _match_layout(folder: Path) -> str | None:
     return None
 
 
-def detect_layout(root: str | os.PathLike) -> str:
-    """Guess the layout of a dataset root (or of the splits one level below it).
-
-    Returns:
-        ``dvd``, ``gopro``, ``reds`` or ``folder``.
+def detect_layout(root: str | os.PathLike, layout: str = "auto") -> str:
+    """The layout of a dataset root: ``layout`` as given (checked, :func:`check_layout`), or for ``auto`` the one
+    the root (or the splits one level below it) matches: ``dvd``, ``gopro``, ``reds`` or ``folder``.
 
     Raises:
-        DataError: the root is missing or matches no layout.
+        DataError: the root is missing or (``auto``) matches no layout.
+        ConfigError: another ``layout``.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset root not found: {root}")
+    if layout != "auto":
+        check_layout(layout)
+        return layout
     matches = (_match_layout(folder) for folder in (root, *_subdirs(root)))  # the root first, then its splits
-    found = next((layout for layout in matches if layout is not None), None)
+    found = next(filter(None, matches), None)
     if found is None:
         raise DataError(
             f"cannot tell the dataset layout of {root}: expected one of dvd (<video>/input, <video>/GT), "
@@ -289,24 +285,15 @@ def detect_layout(root: str | os.PathLike) -> str:
 
 
 def find_splits(root: str | os.PathLike, layout: str = "auto") -> list[str | None]:
-    """The splits of a dataset root, as :func:`discover_videos` takes them.
-
-    Args:
-        root: the dataset's root folder.
-        layout: one of :data:`LAYOUTS`, or ``auto`` to guess it with :func:`detect_layout`.
-
-    Returns:
-        The split names in natural order (``train``, ``test``...; for ``reds`` the ``<split>`` of every
-        ``<split>_blur`` folder), or ``[None]`` when ``root`` is itself one split.
+    """The splits of a dataset root in ``layout`` (``auto``: :func:`detect_layout`), as :func:`discover_videos` takes
+    them: their names in natural order (``train``, ``test``...; for ``reds`` the ``<split>`` of every ``<split>_blur``
+    folder), or ``[None]`` when ``root`` is itself one split.
 
     Raises:
         DataError: the root is missing or holds no split of the layout.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root not found: {root}")
-    if layout == "auto":
-        layout = detect_layout(root)
+    layout = detect_layout(root, layout)
     if layout == "reds":
         names = {p.name[: -len("_blur")] for p in _subdirs(root) if p.name.endswith("_blur")}
         names |= {p.name for p in _subdirs(root) if (p / f"{p.name}_blur").is_dir()}

@@ -13,7 +13,7 @@ from typing import Any
 from cdvd.atomic import atomic_folder, replaceable_folder
 from cdvd.data.frame_store import ENCODINGS, META_KEY, StoreMeta, StoreVideo, import_lmdb
 from cdvd.data.io import read_rgb
-from cdvd.data.layouts import check_layout, detect_layout, discover_videos, find_splits
+from cdvd.data.layouts import detect_layout, discover_videos, find_splits
 from cdvd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -104,29 +104,24 @@ def _put_all(env: Any, items: Sequence[tuple[bytes, bytes]]) -> None:
 def _write_store(folder: Path, root: Path, meta: StoreMeta, map_size: int) -> int:
     """Write the frames then the meta record into a new environment at ``folder``; returns the frame bytes."""
     lmdb = import_lmdb()
-    try:
-        env = lmdb.open(str(folder), map_size=map_size, subdir=True, readahead=False, meminit=False)
-    except lmdb.Error as err:
-        raise DataError(f"cannot write the frame store in {folder}: {err}") from err
     n_bytes, batch, batch_bytes = 0, [], 0
     try:
-        for done, key in enumerate(meta.shapes, 1):
-            data = _frame_bytes(root, key, meta)
-            batch.append((key.encode(), data))
-            batch_bytes += len(data)
-            if batch_bytes >= _COMMIT_BYTES:
-                _put_all(env, batch)
-                n_bytes += batch_bytes
-                batch, batch_bytes = [], 0
-                logger.info("packed %d / %d frames (%.1f GiB)", done, meta.n_frames, n_bytes / 2**30)
-        n_bytes += batch_bytes
-        _put_all(env, [*batch, (META_KEY, meta.to_json())])  # the meta record last: a store with one is whole
-        env.sync(True)
-        entries = env.stat()["entries"]
+        with lmdb.open(str(folder), map_size=map_size, subdir=True, readahead=False, meminit=False) as env:
+            for done, key in enumerate(meta.shapes, 1):
+                data = _frame_bytes(root, key, meta)
+                batch.append((key.encode(), data))
+                batch_bytes += len(data)
+                if batch_bytes >= _COMMIT_BYTES:
+                    _put_all(env, batch)
+                    n_bytes += batch_bytes
+                    batch, batch_bytes = [], 0
+                    logger.info("packed %d / %d frames (%.1f GiB)", done, meta.n_frames, n_bytes / 2**30)
+            n_bytes += batch_bytes
+            _put_all(env, [*batch, (META_KEY, meta.to_json())])  # the meta record last: a store with one is whole
+            env.sync(True)
+            entries = env.stat()["entries"]
     except lmdb.Error as err:
         raise DataError(f"cannot write the frame store in {folder}: {err}") from err
-    finally:
-        env.close()
     if entries != meta.n_frames + 1:
         raise DataError(f"frame store {folder} holds {entries - 1} frames instead of {meta.n_frames}")
     return n_bytes
@@ -167,19 +162,14 @@ def pack_dataset(
     """
     start = time.perf_counter()
     import_lmdb()  # a missing package fails before any work
-    check_layout(layout)
     if encoding not in ENCODINGS:
         raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, instead got {encoding!r}")
     if map_size is not None and (not isinstance(map_size, int) or map_size < 2**20):
         raise ConfigError(f"map_size must be at least 1 MiB (or null for automatic), instead got {map_size}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root not found: {root}")
-    root = root.resolve()
+    layout = detect_layout(root, layout)  # checks the root and the layout
+    root = Path(root).resolve()
     output = Path(output).resolve() if output is not None else default_output(root)
     _check_output(root, output, overwrite)
-    if layout == "auto":
-        layout = detect_layout(root)
     chosen = list(splits) if splits is not None else find_splits(root, layout)
     meta = _collect(root, layout, chosen, blur_gamma, encoding)
     if encoding == "raw":

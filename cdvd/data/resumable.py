@@ -16,41 +16,35 @@ class ResumableDataLoader(DataLoader):
     """A :class:`~torch.utils.data.DataLoader` with Lightning's ``state_dict``/``load_state_dict`` interface.
 
     Everything random in an epoch of our training data (the shuffle, the worker seeds, the crops and flips read in
-    the main process) is drawn from the random state the epoch's iteration starts with. This loader keeps that state
-    and, in a checkpoint, stores it with the number of batches already trained on. A run resumed from such a
-    checkpoint puts the state back, draws those batches again and drops them, then goes on with the very batches the
-    uninterrupted run trained on (the drawn batches are read again, so resuming costs their loading time).
+    the main process) is drawn from the random state the epoch's iteration starts with. A checkpoint stores that state
+    and the number of batches trained on; a resume puts the state back, draws those batches again (paying their
+    loading time) and drops them, then goes on with the very batches the uninterrupted run trained on.
 
-    ``progress`` must return the number of batches of the current epoch that training has taken (Lightning fetches
-    one batch ahead, so the loader's own count would be one too many); :class:`cdvd.training.callbacks.RNGStateCallback`
-    sets it from the trainer. Without it the checkpoint stores nothing and a resume behaves as Lightning's default
-    (the epoch's data starts over).
+    ``progress`` must return the batches of the current epoch training has taken (Lightning fetches one ahead, so the
+    loader's own count is one too many); :class:`cdvd.training.callbacks.RNGStateCallback` sets it from the trainer.
+    Without it the checkpoint stores nothing and a resume starts the epoch's data over (Lightning's default).
     """
 
     progress: Callable[[], int] | None = None
     _epoch_state: dict[str, Any] | None = None
     _resume: dict[str, Any] | None = None
 
-    def _dataset_generator(self) -> torch.Generator | None:
+    def _generators(self) -> dict[str, torch.Generator | None]:
         # TrainClipDataset draws its items from a generator of its own when read in this process with a seed
-        generator = getattr(self.dataset, "_generator", None)
-        return generator if isinstance(generator, torch.Generator) else None
+        dataset_generator = getattr(self.dataset, "_generator", None)
+        if not isinstance(dataset_generator, torch.Generator):
+            dataset_generator = None
+        return {"generator": self.generator, "dataset_generator": dataset_generator}
 
     def _random_state(self) -> dict[str, Any]:
-        dataset_generator = self._dataset_generator()
-        return {
-            "torch": torch.get_rng_state(),
-            "generator": self.generator.get_state() if self.generator is not None else None,
-            "dataset_generator": dataset_generator.get_state() if dataset_generator is not None else None,
-        }
+        states = {key: None if gen is None else gen.get_state() for key, gen in self._generators().items()}
+        return {"torch": torch.get_rng_state(), **states}
 
     def _set_random_state(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
-        if self.generator is not None and state.get("generator") is not None:
-            self.generator.set_state(state["generator"])
-        dataset_generator = self._dataset_generator()
-        if dataset_generator is not None and state.get("dataset_generator") is not None:
-            dataset_generator.set_state(state["dataset_generator"])
+        for key, generator in self._generators().items():
+            if generator is not None and state.get(key) is not None:
+                generator.set_state(state[key])
 
     def __iter__(self) -> Iterator[Any]:
         resume, self._resume = self._resume, None
@@ -73,7 +67,7 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the epoch that ``state_dict`` describes at its next iteration (an epoch's end: nothing to do)."""
         batches = state_dict.get("batches", 0)
-        if not state_dict or not 0 < batches < state_dict.get("length", 0):
+        if not 0 < batches < state_dict.get("length", 0):  # also an empty state: an epoch's end
             return
         if state_dict["length"] != len(self):
             logger.warning(

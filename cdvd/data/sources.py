@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cdvd.data.io import has_frames, list_frames, natural_key, read_rgb
-from cdvd.data.layouts import VideoPair, detect_layout, discover_videos
+from cdvd.data.layouts import VideoPair, detect_layout, discover_videos, video_frames
 from cdvd.errors import ConfigError, DataError
 from cdvd.video import VIDEO_SUFFIXES, DecodedFrame, VideoInfo, VideoReader, is_video_path, read_video_frames
 
@@ -159,13 +160,6 @@ def check_apart(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, s
             )
 
 
-def _frame_source(folder: Path, name: str | None = None) -> VideoSource:
-    files = list_frames(folder)
-    if not files:
-        raise DataError(f"no image frames in {folder}")
-    return VideoSource(name or folder.name, folder, files)
-
-
 def layout_videos(root: Path, split: str | None, *, require_gt: bool) -> list[VideoPair] | None:
     """The :class:`cdvd.data.layouts.VideoPair` list of a dataset root, or ``None`` when it is not one.
 
@@ -199,7 +193,7 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
             )
         return [VideoSource(path.stem, path)]
     if has_frames(path):
-        return [_frame_source(path)]
+        return [VideoSource(path.name, path, video_frames(path))]
     pairs = layout_videos(path, split, require_gt=False)
     if pairs:
         return [VideoSource(pair.name, pair.blur_dir, list(pair.blur)) for pair in pairs]
@@ -208,15 +202,14 @@ def discover_sources(path: str | os.PathLike, split: str = "test") -> list[Video
         if entry.name.startswith("."):
             continue
         if entry.is_dir() and has_frames(entry):
-            sources.append(_frame_source(entry))
+            sources.append(VideoSource(entry.name, entry, video_frames(entry)))
         elif entry.is_file() and is_video_path(entry):
             sources.append(VideoSource(entry.stem, entry))
     if not sources:
         raise DataError(
             f"nothing to deblur in {path}: expected image frames, video files, subfolders of frames or a dataset root"
         )
-    names = [s.name for s in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, count in Counter(s.name for s in sources).items() if count > 1)
     if duplicates:
         raise DataError(f"{path}: several videos named {', '.join(duplicates)} (a folder and a video file?)")
     return sources

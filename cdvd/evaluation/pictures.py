@@ -46,25 +46,15 @@ def label_band_height(labels: Sequence[str], width: int) -> int:
     return most * _line_height(scale) + 2 * _MARGIN
 
 
-def labelled_strip(
-    panels: Sequence[tuple[str, np.ndarray]], *, background: int = 0, ink: int = 255, separator: int = 0
-) -> np.ndarray:
-    """Frames of one size next to each other, each under a band holding its label.
+def labelled_strip(panels: Sequence[tuple[str, np.ndarray]], *, separator: int = 0) -> np.ndarray:
+    """``panels``, ``(label, image)`` pairs, left to right and ``separator`` black pixels apart, each under a black
+    band holding its label in white.
 
-    Args:
-        panels: ``(label, image)`` pairs, left to right; images uint8 (H, W, 3) RGB of one shape; a label may hold
-            several lines (``"blurry\\n24.10 dB"``). The text shrinks to fit the panel's width (down to a scale
-            where it may be cut off on very narrow frames).
-        background: grey level of the band and of the separators.
-        ink: grey level of the text.
-        separator: width in pixels of the bar between panels.
-
-    Returns:
-        uint8 (band + H, n * W + (n - 1) * separator, 3): below the band, each panel is its image pixel for pixel;
-        :func:`label_band_height` gives the band's height.
-
-    Raises:
-        ValueError: no panels, panels that are not uint8 (H, W, 3) of one shape, or a negative separator.
+    Images are uint8 (H, W, 3) RGB of one shape; a label may hold several lines (``"blurry\\n24.10 dB"``), its text
+    shrunk to fit the panel's width (down to a scale where it may be cut off on very narrow frames). Returns uint8
+    (band + H, n * W + (n - 1) * separator, 3), each panel its image pixel for pixel below the band (whose height
+    :func:`label_band_height` gives). Raises ValueError for no panels, panels that are not uint8 (H, W, 3) of one
+    shape, or a negative separator.
     """
     if not panels:
         raise ValueError("labelled_strip needs at least one panel")
@@ -84,26 +74,22 @@ def labelled_strip(
     step = _line_height(scale)
     ascent = cv2.getTextSize("Ag", _FONT, scale, 1)[0][1]  # one baseline per row, whatever the line's letters
     count = len(panels)
-    strip = np.full((band + height, count * width + (count - 1) * separator, 3), background, np.uint8)
+    strip = np.zeros((band + height, count * width + (count - 1) * separator, 3), np.uint8)
     for index, (label, image) in enumerate(panels):
         left = index * (width + separator)
         strip[band:, left : left + width] = image
         panel_band = strip[:band, left : left + width]  # a view: text drawn here stays inside this panel's band
         for row, line in enumerate(label.split("\n")):
             baseline = _MARGIN + row * step + ascent + 1
-            cv2.putText(panel_band, line, (_MARGIN, baseline), _FONT, scale, (ink, ink, ink), 1, cv2.LINE_AA)
+            cv2.putText(panel_band, line, (_MARGIN, baseline), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return strip
 
 
 def comparison_strip(scored: Sequence[tuple[str, np.ndarray, float]], sharp: np.ndarray) -> np.ndarray:
-    """The comparison picture of one frame: each ``(name, image, psnr)`` of ``scored`` labelled ``name`` and its PSNR
-    against sharp (``blurry``, ``deblurred``), then the sharp frame, 4 black pixels apart.
-
-    Returns:
-        uint8 RGB of :func:`labelled_strip`: ``len(scored) + 1`` panels.
-    """
+    """One frame's comparison picture (:func:`labelled_strip`): each ``(name, image, psnr)`` of ``scored``
+    (``blurry``, ``deblurred``) labelled with its name and PSNR against ``sharp``, then ``sharp``, 4 pixels apart."""
     panels = [(f"{name}\n{psnr:.2f} dB", image) for name, image, psnr in scored]
-    return labelled_strip([*panels, ("sharp", sharp)], separator=4, background=0)
+    return labelled_strip([*panels, ("sharp", sharp)], separator=4)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -118,12 +104,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray, text: Mapping[str, str] | None = None) -> bytes:
-    """``image`` (uint8 (H, W, 3) RGB) as PNG bytes, holding ``text`` as ``tEXt`` chunks right after its header
-    (Latin-1 keys of 1 to 79 characters).
-
-    Raises:
-        ValueError: an image that is not uint8 (H, W, 3), a key or text PNG cannot hold.
-    """
+    """``image`` (uint8 (H, W, 3) RGB) as PNG bytes, holding ``text`` as ``tEXt`` chunks right after its header;
+    ValueError for an image that is not uint8 (H, W, 3) or a key or text PNG cannot hold (Latin-1, keys 1 to 79)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"encode_png needs uint8 (H, W, 3) RGB, instead got {image.dtype} {image.shape}")
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

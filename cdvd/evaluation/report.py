@@ -81,14 +81,10 @@ def is_eval_picture(path: Path) -> bool:
 
 
 def check_report_destination(settings: EvalSettings) -> None:
-    """Before anything is deblurred or scored: the JSON report (``output``), the CSV beside it and with
-    ``pictures=true`` the pictures beside it can be written, and each replaces nothing but an earlier one of
-    ``cdvd-eval`` (told by content: :func:`is_eval_report`, :func:`is_eval_csv`, :func:`is_eval_picture`) unless
-    ``overwrite=true``. A folder, a FIFO or a device at any of them is refused.
-
-    Raises:
-        ConfigError: naming ``output`` and the file in the way.
-    """
+    """Before any work: the report (``output``), its CSV and with ``pictures=true`` its pictures can be written and
+    each replaces only an earlier one of ``cdvd-eval`` (by content: :func:`is_eval_report`, :func:`is_eval_csv`,
+    :func:`is_eval_picture`) unless ``overwrite=true``; a folder, FIFO or device at any of them is refused.
+    Raises ConfigError naming ``output`` and the file in the way."""
     json_path = settings.report_path()
     csv_path = json_path.with_suffix(".csv")
     if json_path == csv_path:
@@ -118,9 +114,8 @@ def results_table(report: Mapping[str, Any], title: str = "PSNR / SSIM") -> Any:
 
     table = Table(title=title)
     table.add_column("video")
-    table.add_column("frames", justify="right")
-    table.add_column("PSNR (dB)", justify="right")
-    table.add_column("SSIM", justify="right")
+    for heading in ("frames", "PSNR (dB)", "SSIM"):
+        table.add_column(heading, justify="right")
     for name, score in report["videos"].items():
         table.add_row(name, str(score["frames"]), f"{score['psnr']:.3f}", f"{score['ssim']:.4f}")
     total = report["total"]
@@ -200,12 +195,8 @@ def write_pictures(
     pairs: Mapping[str, tuple[Sequence[Path], Sequence[Path]]],
     border: int,
 ) -> dict[str, dict[str, Any]]:
-    """Write the pictures of the worst and the best scored frame (by PSNR) to :meth:`EvalSettings.picture_paths`,
-    atomically, each marked as ``cdvd-eval``'s (:func:`is_eval_picture`).
-
-    Returns:
-        ``{"worst": {"video", "frame", "psnr", "path"}, "best": {...}}`` for the report.
-    """
+    """Write the worst and best scored frame's (by PSNR) pictures to :meth:`EvalSettings.picture_paths`, atomically
+    and marked (:func:`is_eval_picture`); returns ``{"worst": {"video", "frame", "psnr", "path"}, "best": ...}``."""
     extremes = accumulator.extremes()
     if extremes is None:  # nothing scored: refused before (check_something_scored)
         return {}
@@ -251,18 +242,13 @@ def _deblur_first(settings: EvalSettings, own_process: bool) -> tuple[Path, dict
 
 def evaluate(settings: EvalSettings, own_process: bool = False) -> dict[str, Any]:
     """Score ``settings.results`` against ``settings.gt``, deblurring ``settings.input`` with ``settings.checkpoint``
-    first if given (:func:`cdvd.inference.pipeline.deblur_with`, this shard's videos only; ``own_process``: as
-    there, for ``reuse_memory``).
+    first if given (:func:`cdvd.inference.pipeline.deblur_with`, this shard's videos only; ``own_process`` as there).
 
-    Returns:
-        ``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {...}, "frames_set", "crop_border"}``.
-
-    Raises:
-        UserError: the user's mistakes, naming the key or file.
+    Returns ``{"videos": {name: {"psnr", "ssim", "frames"}}, "total": {...}, "frames_set", "crop_border"}`` and the
+    provenance; raises UserError for the user's mistakes, naming the key or file.
     """
     check_run_paths(settings)  # no output at, in or over an input; no FIFO or device to read
     check_report_destination(settings)
-    output = settings.report_path()
     gt_videos = None
     deblurred: set[str] | None = None
     if settings.input:
@@ -285,12 +271,10 @@ def evaluate(settings: EvalSettings, own_process: bool = False) -> dict[str, Any
     pairs = pair_videos(frame_folders(results, settings.split), gt_videos)
     border = crop_border(settings.crop_border)
     accumulator = evaluate_pairs(pairs, frames=settings.frames, border=border, progress=settings.progress)
-    report: dict[str, Any] = accumulator.as_dict()
-    report["frames_set"] = settings.frames
-    report["crop_border"] = border
+    report: dict[str, Any] = {**accumulator.as_dict(), "frames_set": settings.frames, "crop_border": border}
     report.update(provenance(settings, results))
     if settings.pictures:  # before the report, which names them
         report["pictures"] = write_pictures(settings, accumulator, pairs, border)
-    json_path, csv_path = write_report(report, output)
+    json_path, csv_path = write_report(report, settings.report_path())
     logger.info("metrics written to %s and %s", json_path, csv_path)
     return report

@@ -1,14 +1,11 @@
-"""What made a set of outputs: recorded beside them, so that a rerun resumes only work made the same way.
+"""What made a set of outputs, recorded beside them so that a rerun resumes only work made the same way.
 
-A deblurred frame depends on the weights, the input frames and the settings that change pixels. The manifest
-holds a fingerprint of the three; a rerun whose fingerprint differs is refused (or, with ``overwrite=true``,
-starts over) instead of mixing frames of two models or reporting an old model's numbers as new.
-
-The input is fingerprinted by content: the SHA-256 of every byte of every frame file, in order, or of the whole
-video file (:func:`cdvd.fingerprint.file_sha256`). A frame edited in place, two frames swapped, a video re-encoded
-to the same size: each changes the fingerprint, whatever the names, sizes or times say.
-
-A manifest also lists the files its run writes (``outputs``), so that a run replacing them removes exactly those
+The manifest holds a fingerprint of what a deblurred frame depends on: the weights, the input and the settings that
+change pixels. A rerun whose fingerprint differs is refused (or with ``overwrite=true`` starts over) rather than mix
+frames of two models or report an old model's numbers as new. The input is fingerprinted by content (the SHA-256 of
+every frame file, in order, or of the video file: :func:`cdvd.fingerprint.file_sha256`): a frame edited in place, two
+frames swapped or a video re-encoded to the same size each change it, whatever the names, sizes or times say.
+The manifest also lists the files its run writes (``outputs``), so that a run replacing them removes exactly those
 and nothing the project did not write.
 """
 
@@ -21,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdvd.atomic import atomic_destination
+from cdvd.atomic import write_text_atomic
 from cdvd.data.sources import VideoSource
 from cdvd.errors import DataError
 from cdvd.fingerprint import file_sha256
@@ -46,12 +43,8 @@ class Manifest:
 
 
 def source_fingerprint(source: VideoSource) -> dict[str, Any]:
-    """The input of one video, by content: every frame file's name and SHA-256, in order, or the video file's
-    name, size and SHA-256 (:func:`cdvd.video.file_fingerprint`).
-
-    Raises:
-        DataError: an input file cannot be read (named).
-    """
+    """The input of one video by content: every frame file's name and SHA-256, in order, or the video file's name,
+    size and SHA-256 (:func:`cdvd.video.file_fingerprint`). Raises DataError naming an input file it cannot read."""
     path = source.path
     try:
         if source.frame_files is None:
@@ -121,12 +114,9 @@ def _parse(data: Any) -> Manifest | str:
 
 
 def read_manifest(path: Path) -> Manifest | None:
-    """The manifest at ``path``: ``None`` when there is none; an empty fingerprint when it is not one this
-    project wrote (unreadable, not JSON, or of the wrong shape: logged, naming the file).
-
-    Raises:
-        DataError: something other than a file is there (a folder): it is not the project's to replace.
-    """
+    """The manifest at ``path``: ``None`` when there is none; an empty fingerprint when it is not one this project
+    wrote (unreadable, not JSON, or of the wrong shape: logged, naming the file). Raises DataError when something
+    other than a file is there (a folder): it is not the project's to replace."""
     if not path.exists() and not path.is_symlink():
         return None
     if not path.is_file():
@@ -146,9 +136,7 @@ def read_manifest(path: Path) -> Manifest | None:
 def write_manifest(path: Path, fingerprint: Mapping[str, Any], outputs: Sequence[str] = ()) -> None:
     """Record ``fingerprint`` and the ``outputs`` (file names beside it) at ``path``, atomically."""
     record = {"version": MANIFEST_VERSION, "fingerprint": dict(fingerprint), "outputs": sorted(outputs)}
-    text = json.dumps(record, indent=2) + "\n"
     try:
-        with atomic_destination(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     except OSError as err:
         raise DataError(f"cannot write {path}: {err.strerror or err}") from err

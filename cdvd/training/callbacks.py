@@ -51,16 +51,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RNGStateCallback(pl.Callback):
-    """Saves the global random states (torch, CUDA, numpy, Python) in checkpoints and restores them on resume.
+    """Saves the global random states (torch, CUDA, numpy, Python) in checkpoints and restores them on resume, and
+    lets a :class:`cdvd.data.resumable.ResumableDataLoader` count the batches training has taken (so that a checkpoint
+    taken in the middle of an epoch resumes with the same batches).
 
-    It also lets a :class:`cdvd.data.resumable.ResumableDataLoader` count the batches training has taken, so that a
-    checkpoint taken in the middle of an epoch resumes with the same batches.
-
-    With them a run resumed from an epoch-boundary checkpoint draws the same crops, flips and shuffles as the run
-    that was never interrupted. The states are put back twice: when the checkpoint is loaded, and again after the
-    sanity-check validation (which draws from the global generator when its DataLoader starts), so that the first
-    training epoch after the resume starts from exactly the saved state. Under DDP the states of rank 0 are saved;
-    other ranks resume correctly but not bit for bit.
+    The states are put back twice: when the checkpoint is loaded, and again after the sanity-check validation (which
+    draws from the global generator when its DataLoader starts), so that the first training epoch after the resume
+    draws the same crops, flips and shuffles as the run that was never interrupted. Under DDP the states of rank 0
+    are saved; other ranks resume correctly but not bit for bit.
     """
 
     key = "cdvd_rng_states"

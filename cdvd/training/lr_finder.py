@@ -109,15 +109,14 @@ def suggest(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float
     Non-finite losses are left out. Logs a warning when the suggested lr lies below the range tested.
 
     Raises:
-        ValueError: fewer than 3 points, or fewer than 2 finite losses (naming the setting to change).
+        ConfigError: fewer than 3 points, or fewer than 2 finite losses (naming the setting to change).
     """
     if len(lrs) < 3:
-        raise ValueError("the range test recorded fewer than 3 points; raise lr_finder.num_iter")
+        raise ConfigError("the range test recorded fewer than 3 points; raise lr_finder.num_iter")
     finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]
     if len(finite) < 2:
-        raise ValueError("the range test recorded fewer than 2 finite losses; lower lr_finder.start_lr")
-    lrs_f = [p[0] for p in finite]
-    losses_f = [p[1] for p in finite]
+        raise ConfigError("the range test recorded fewer than 2 finite losses; lower lr_finder.start_lr")
+    lrs_f, losses_f = (list(column) for column in zip(*finite, strict=True))
     lowest = min(range(len(losses_f)), key=losses_f.__getitem__)
     # the steepest fall of loss against log lr, on the way down to the minimum (a fall after it is the divergence's)
     descent = range(max(lowest, 1))
@@ -229,10 +228,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
         diverge_th=settings.diverge_th,
     )
     lrs, losses = finder.history["lr"], finder.history["loss"]
-    try:
-        lr, max_lr = suggest(lrs, losses)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    lr, max_lr = suggest(lrs, losses)
     finder.reset()
 
     plot_path = out_dir / "lr_finder.png"

@@ -6,7 +6,7 @@ import inspect
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -32,8 +32,6 @@ from cdvd.settings import plain
 from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 VALIDATION_MEANS = ("psnr", "ssim", "psnr_stage1", "psnr_input", "ssim_input")
 
@@ -328,8 +326,7 @@ class DeblurModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line, a checkpoint of another network before Lightning's strict load fails with a trace,
         and one whose hyper-parameters name classes that are neither cdvd's nor this run's (:mod:`cdvd.targets`)."""
-        trainer = self._trainer
-        source = str((getattr(trainer, "ckpt_path", None) if trainer is not None else None) or "the checkpoint")
+        source = str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
         stored = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
         if not isinstance(stored, Mapping):
             raise CheckpointError(f"{source}: hyper_parameters is not a mapping (not a checkpoint of cdvd)")

@@ -55,11 +55,8 @@ def build_part(key: str, node: Any, **kwargs: Any) -> Any:
 
 def instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every entry of a mapping of ``_target_`` configs (callbacks, loggers) of config group ``group``."""
-    if not cfg:
-        return []
-    return [
-        build_part(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry
-    ]
+    entries = (cfg or {}).items()
+    return [build_part(f"{group}.{name}", node) for name, node in entries if node is not None and "_target_" in node]
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:

@@ -33,13 +33,8 @@ OUTSIDE_THE_RUN = ("hydra", "logger", "paths")
 # the longest run name (folder names stay under the 255 bytes file systems allow; longer names are cut and hashed)
 MAX_RUN_NAME = 200
 
-# the optional package each logger needs, and the extra of ours that installs it
-LOGGER_EXTRAS = {
-    "pytorch_lightning.loggers.MLFlowLogger": ("mlflow", "mlflow"),
-    "pytorch_lightning.loggers.mlflow.MLFlowLogger": ("mlflow", "mlflow"),
-    "pytorch_lightning.loggers.WandbLogger": ("wandb", "wandb"),
-    "pytorch_lightning.loggers.wandb.WandbLogger": ("wandb", "wandb"),
-}
+#: the optional package each logger class needs (the extra of ours that installs it has the same name)
+LOGGER_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}
 
 
 def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:
@@ -112,16 +107,20 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, function)
 
 
+def _logger_class(entry: Any) -> str:
+    """The name of the class a logger's config builds (``MLFlowLogger``); empty for an entry that builds none."""
+    target = entry.get("_target_") if isinstance(entry, Mapping) else None
+    return str(target).rsplit(".", 1)[-1] if target else ""
+
+
 def check_logger_packages(logger_cfg: Mapping[str, Any] | None) -> None:
     """A :class:`ConfigError` naming the extra to install when a configured logger's package is missing
     (``logger.mlflow (...) needs the mlflow package: pip install 'cdvd[mlflow]'``)."""
     for key, entry in (logger_cfg or {}).items():
-        if not isinstance(entry, Mapping) or "_target_" not in entry:
-            continue
-        needed = LOGGER_EXTRAS.get(str(entry["_target_"]))
-        if needed and importlib.util.find_spec(needed[0]) is None:
+        package = LOGGER_PACKAGES.get(_logger_class(entry))
+        if package and importlib.util.find_spec(package) is None:
             raise ConfigError(
-                f"logger.{key} ({entry['_target_']}) needs the {needed[0]} package: pip install 'cdvd[{needed[1]}]'"
+                f"logger.{key} ({entry['_target_']}) needs the {package} package: pip install 'cdvd[{package}]'"
             )
 
 
@@ -170,7 +169,7 @@ def check_logger_stores(logger_cfg: Mapping[str, Any] | None, tags: Any = None) 
         ConfigError: naming ``logger.<name>.tracking_uri`` and the place, or the tag.
     """
     for key, entry in (logger_cfg or {}).items():
-        if not isinstance(entry, Mapping) or "MLFlowLogger" not in str(entry.get("_target_", "")):
+        if _logger_class(entry) != "MLFlowLogger":
             continue
         _check_mlflow_tags(key, mlflow_tags(tags))
         uri = str(entry.get("tracking_uri") or "")
@@ -295,12 +294,9 @@ def log_best_checkpoint(loggers: Iterable[Any], best: str | os.PathLike | None) 
 
 
 def log_final_hparams(loggers: Iterable[Any], config: DictConfig, metrics: Mapping[str, float]) -> None:
-    """Write the run's hyper-parameters with its final metrics for TensorBoard's HParams tab.
-
-    Every TensorBoard logger gets an HParams summary (:func:`main_hparams`) whose metrics are the final values under
-    ``hp/<name>`` (``hp/val/psnr_best`` ...), so runs compare in one table; NaN or infinite values are left out.
-    Other loggers are not touched (they record the hyper-parameters when the run starts).
-    """
+    """Every TensorBoard logger's HParams summary (:func:`main_hparams`) with the run's final ``val/`` metrics under
+    ``hp/<name>`` (``hp/val/psnr_best`` ...), so runs compare in one table; NaN or infinite values are left out. The
+    other loggers recorded the hyper-parameters when the run started."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     final = {f"hp/{k}": float(v) for k, v in metrics.items() if k.startswith("val/") and math.isfinite(float(v))}

@@ -258,8 +258,7 @@ def check_encoder(
         if failed[0] == "container":
             raise ValueError(_container_refusal(container_format, codec, encoder.canonical_name, failed[1]))
     if odd and _trial(container_format, codec, first, (width + width % 2, height + height % 2), key) is None:
-        note = _size_note(codec, width, height, first, None)
-        return dataclasses.replace(settings, pad=True, note=note)
+        return dataclasses.replace(settings, pad=True, note=_size_note(codec, width, height, first, None))
     assert failed is not None
     raise ValueError(
         f"codec={codec}: cannot encode {width}x{height} {first} frames with crf={crf} preset={preset} ({failed[1]})"

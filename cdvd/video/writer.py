@@ -54,10 +54,8 @@ class SegmentedVideoWriter:
     Args:
         final_path: the output file; its suffix picks the container (:data:`OUTPUT_FORMATS`).
         info: the source video (frame rate and time base of the output timestamps).
-        codec, crf, preset, pix_fmt, codec_options: the encoder settings, checked by
-            :func:`cdvd.video.formats.check_encoder` (``None``: H.264, or VP9 for ``.webm``, at the encoder's default
-            crf, in 4:2:0 where the frame size allows, an odd-size fallback logged once; ``preset`` is x264's, mapped
-            to VP9's speed, ignored by other encoders).
+        codec, crf, preset, pix_fmt, codec_options: the encoder settings, as
+            :func:`cdvd.video.formats.check_encoder` takes and completes them (its odd-size fallback logged once).
         segment_frames: frames per segment (the resume granularity; each adds a keyframe).
         threads: encoder threads (0: FFmpeg's choice; then resuming on another machine may differ in bits).
         audio_source: file whose first audio track goes into the output; ``None`` for none.
@@ -261,7 +259,6 @@ class SegmentedVideoWriter:
         assert seg is not None and self._size is not None
         tmp: Path = seg["tmp"]
         media = tmp.with_suffix("")  # seg_000000.mkv
-        record_path = media.with_suffix(".json")
         try:
             try:
                 self._mux_segment_packets(seg, seg["stream"].encode(None))
@@ -280,7 +277,7 @@ class SegmentedVideoWriter:
                 "height": self._size[1],
                 "bytes": media.stat().st_size,
             }
-            write_json(record_path, record)  # the segment counts as complete from here on
+            write_json(media.with_suffix(".json"), record)  # the segment counts as complete from here on
         except BaseException:
             for path in (tmp, media):
                 with contextlib.suppress(OSError):
@@ -292,10 +289,7 @@ class SegmentedVideoWriter:
     # -- finishing
 
     def finish(self) -> Path:
-        """Join the segments and the audio into the output, atomically, and remove the work folder.
-
-        Returns:
-            The output path.
+        """Join the segments and the audio into the output, atomically, and remove the work folder; returns the output.
 
         Raises:
             DataError: no frame was written, or the output cannot be written (nothing is left under its name, and
@@ -336,7 +330,6 @@ class SegmentedVideoWriter:
         try:
             if self._loaded and not self._segments:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
-                self._segments = []
         finally:
             self._lock.release()
 
