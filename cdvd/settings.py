@@ -11,13 +11,14 @@ code that owns them (a ``_target_`` group's arguments to its class).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from cdvd.errors import ConfigError, check_count, check_positive_number
 
@@ -35,6 +36,12 @@ def count(least: int = 1, default: Any = dataclasses.MISSING) -> Any:
 def number(*, allow_zero: bool = False, default: Any = dataclasses.MISSING) -> Any:
     """A field that holds a finite number ``> 0`` (``>= 0`` with ``allow_zero``; None where the type allows)."""
     return dataclasses.field(default=default, metadata={_ALLOW_ZERO: allow_zero})
+
+
+def default_of(owner: Callable[..., Any], name: str) -> Any:
+    """The default of ``owner``'s argument ``name``: a schema field's default read from the constructor whose arguments
+    it checks, so that the default has one home (an absent key then means what it means to the owner)."""
+    return inspect.signature(owner).parameters[name].default
 
 
 def _schema_of(hint: Any) -> type | None:
@@ -95,5 +102,5 @@ def read_settings(schema: type[T], values: Mapping[str, Any], prefix: str = "") 
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), known))  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = f"{prefix}{err.full_key or ''}".rstrip(".") or "a setting"
-        given = "" if err.value is None else f"={err.value}"
+        given = f"={err.value}" if err.value is not None else "=null" if isinstance(err, ValidationError) else ""
         raise ConfigError(f"{key}{given}: {str(err.msg).strip().splitlines()[0]}") from err

@@ -177,6 +177,13 @@ def test_a_target_that_does_not_exist_is_named(tmp_path) -> None:
         ("optimizer.betas=[2,3]", "optimizer (torch.optim.Adam): Invalid beta parameter at index 0: 2"),
         ("scheduler.scheduler.gamma=abc", "scheduler.scheduler.gamma=abc: not a number"),  # failed at epoch 200
         ("scheduler.interval=weekly", "scheduler.interval=weekly: expected one of epoch, step"),
+        # an explicit null is not an absent key: each failed after data set-up (a TypeError traceback, or Lightning)
+        ("model.flow_lr_scale=null", "model.flow_lr_scale=null: Incompatible value 'None'"),
+        ("data.clip_length=null", "data.clip_length=None: not a whole number"),
+        ("data.batch_size=null", "data.batch_size=None: not a whole number"),
+        ("model.net.n_feat=null", "model.net.n_feat=None: not a whole number"),
+        ("model.net.corr_backend=null", "model.net.corr_backend=None: expected one of"),
+        ("scheduler.interval=null", "scheduler.interval=null: Incompatible value 'None'"),
     ],
 )
 def test_training_settings_of_the_wrong_type_are_named(override: str, named: str) -> None:

@@ -367,3 +367,21 @@ def test_mismatched_frame_sizes_name_the_video(tmp_path: Path) -> None:
     source = VideoSource("vid", folder, sorted(folder.iterdir()))
     with pytest.raises(DataError, match="vid: frame 3 is 16x16"):
         deblur_videos(VideoDeblurrer(StubNet(), device="cpu"), [source], tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("output", ["blocked/out.mp4", "out.avi"])
+def test_a_video_output_that_cannot_be_written_is_refused_before_the_input_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    from cdvd.inference import runner
+
+    write_frames(tmp_path / "frames", 3)
+    (tmp_path / "blocked").write_text("a file where the output's folder would be")
+    sources = discover_sources(tmp_path / "frames")
+
+    def read_input(source: VideoSource) -> None:
+        raise AssertionError("the input was read (hashed) before its output was checked")
+
+    monkeypatch.setattr(runner, "source_fingerprint", read_input)
+    with pytest.raises((ConfigError, DataError), match="out"):
+        runner.plan_videos(sources, tmp_path / output)

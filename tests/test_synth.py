@@ -149,6 +149,7 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch):
     [
         ({"source": "folder"}, "needs source_path"),
         ({"source": "folder", "source_path": "/nonexistent/photos"}, "source_path not found"),
+        ({"source": "folder", "source_path": 2024}, "source_path not found: 2024"),  # source_path=2024 read as a number
         ({"source": "camera"}, "source must be one of"),
         ({"n_frames": 0}, "n_frames=0: must be >= 1"),
         ({"n_frames": "abc"}, "n_frames=abc: not a whole number"),

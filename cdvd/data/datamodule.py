@@ -39,15 +39,22 @@ COUNTS: dict[str, int] = {
 }
 
 
+#: The counts that may be None (derived from the data, or no limit).
+OPTIONAL_COUNTS = frozenset(
+    {"patch_size", "n_frames_per_video", "samples_per_epoch", "batches_per_epoch", "val_n_frames_per_video"}
+)
+
+
 def check_counts(prefix: str = "", **counts: Any) -> None:
     """The data module's rule for its whole-number arguments, in one place: :class:`DeblurDataModule` applies it, and
     so does the training schema before any work (``prefix="data."`` names the setting).
 
     Raises:
-        ConfigError: (a ValueError) the first count that is not a whole number >= its least value.
+        ConfigError: (a ValueError) the first count that is not a whole number >= its least value (None only where
+            :data:`OPTIONAL_COUNTS` allows it).
     """
     for name, value in counts.items():
-        if value is not None:
+        if value is not None or name not in OPTIONAL_COUNTS:
             check_count(prefix + name, value, COUNTS[name])
 
 

@@ -257,7 +257,7 @@ def resolve_settings(**given: Any) -> dict[str, Any]:
         raise DataError(f"unknown setting(s) of cdvd-synth: {', '.join(unknown)}")
     values = {**defaults, **given}
     if values["source_path"] is not None:
-        values["source_path"] = os.fspath(values["source_path"])
+        values["source_path"] = str(values["source_path"])  # a path, or what Hydra read as a number
     try:
         return dataclasses.asdict(read_settings(SynthesisSettings, values))
     except ConfigError as err:

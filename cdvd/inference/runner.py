@@ -159,6 +159,10 @@ def plan_videos(
     output = Path(output)
     to_video = is_video_output(output)
     check_video_sources(output, sources)
+    if to_video:  # its suffix and place, before any input is read (a ConfigError for a suffix it cannot write)
+        writable_destination(output)
+        if compare:
+            writable_destination(compare_path(output))
     sinks: list[FrameSink] = []
     for source in sources:
         expected = {**(fingerprint or {}), "input": source_fingerprint(source)}
@@ -166,10 +170,6 @@ def plan_videos(
             sinks.append(VideoFileSink(output, source, expected, video, compare=compare))
         else:
             sinks.append(FrameFolderSink(output / source.name, source, expected, compare=compare))
-    if to_video:  # its suffix: checked by the sink's writer, made first; here the destination (a folder, unwritable)
-        writable_destination(output)
-        if compare:
-            writable_destination(compare_path(output))
     check_distinct_outputs(sources, sinks)
     replace = []
     for source, sink in zip(sources, sinks, strict=True):

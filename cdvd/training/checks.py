@@ -22,11 +22,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from cdvd.checkpoints import CheckpointError
-from cdvd.data.datamodule import check_counts
+from cdvd.data.datamodule import DeblurDataModule, check_counts
 from cdvd.errors import ConfigError, innermost_cause
 from cdvd.losses import check_patch_size
-from cdvd.models.cdvd_tsp import CLIP_LENGTH, check_architecture
-from cdvd.settings import count, number, read_settings
+from cdvd.models.cdvd_tsp import CDVDTSP, CLIP_LENGTH, check_architecture
+from cdvd.settings import count, default_of, number, read_settings
+from cdvd.training.module import DeblurModule
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -48,24 +49,28 @@ class TrainerSettings:
     devices: Any = "auto"
 
 
+def _data_default(name: str) -> Any:
+    return default_of(DeblurDataModule, name)
+
+
 @dataclass
 class DataSettings:
-    """The data module's counts, checked by its own rule (:func:`cdvd.data.datamodule.check_counts`); and the clip
-    length the network takes. Absent: the module's default or what the data gives."""
+    """The data module's counts, checked by its own rule (:func:`cdvd.data.datamodule.check_counts`; absent: the
+    module's default), and the clip length the network takes."""
 
-    clip_length: Any = None
-    batch_size: Any = None
-    val_batch_size: Any = None
-    patch_size: Any = None
-    n_frames_per_video: Any = None
-    samples_per_epoch: Any = None
-    batches_per_epoch: Any = None
-    val_n_frames_per_video: Any = None
-    num_workers: Any = None
+    clip_length: Any = _data_default("clip_length")
+    batch_size: Any = _data_default("batch_size")
+    val_batch_size: Any = _data_default("val_batch_size")
+    patch_size: Any = _data_default("patch_size")
+    n_frames_per_video: Any = _data_default("n_frames_per_video")
+    samples_per_epoch: Any = _data_default("samples_per_epoch")
+    batches_per_epoch: Any = _data_default("batches_per_epoch")
+    val_n_frames_per_video: Any = _data_default("val_n_frames_per_video")
+    num_workers: Any = _data_default("num_workers")
 
     def __post_init__(self) -> None:
         check_counts(prefix="data.", **vars(self))
-        if self.clip_length not in (None, CLIP_LENGTH):
+        if self.clip_length != CLIP_LENGTH:
             raise ConfigError(
                 f"data.clip_length={self.clip_length}: CDVD-TSP restores the centre of {CLIP_LENGTH}-frame clips"
             )
@@ -73,22 +78,22 @@ class DataSettings:
 
 @dataclass
 class NetSettings:
-    """``model.net``: checked by the network's own rules (:func:`cdvd.models.cdvd_tsp.check_architecture`); absent
-    values take the network's defaults."""
+    """``model.net``: checked by the network's own rules (:func:`cdvd.models.cdvd_tsp.check_architecture`; absent:
+    the network's defaults)."""
 
-    n_feat: Any = None
-    n_resblock: Any = None
-    corr_backend: Any = None
+    n_feat: Any = default_of(CDVDTSP, "n_feat")
+    n_resblock: Any = default_of(CDVDTSP, "n_resblock")
+    corr_backend: Any = default_of(CDVDTSP, "corr_backend")
 
     def __post_init__(self) -> None:
-        given = {key: value for key, value in vars(self).items() if value is not None}
-        check_architecture(prefix="model.net.", **given)
+        check_architecture(prefix="model.net.", **vars(self))
 
 
 @dataclass
 class ModelSettings:
     net: NetSettings = field(default_factory=NetSettings)
-    flow_lr_scale: float | None = number(allow_zero=True, default=None)  # 0 freezes the flow net
+    # 0 freezes the flow net
+    flow_lr_scale: float = number(allow_zero=True, default=default_of(DeblurModule, "flow_lr_scale"))
 
 
 @dataclass
@@ -104,11 +109,11 @@ class SchedulerArguments:
 
 @dataclass
 class SchedulerSettings:
-    interval: str | None = None  # absent: epoch
+    interval: str = SCHEDULER_INTERVALS[0]  # absent: epoch, as DeblurModule reads it
     scheduler: SchedulerArguments | None = None
 
     def __post_init__(self) -> None:
-        if self.interval not in (None, *SCHEDULER_INTERVALS):
+        if self.interval not in SCHEDULER_INTERVALS:
             raise ConfigError(f"scheduler.interval={self.interval}: expected one of {', '.join(SCHEDULER_INTERVALS)}")
 
 

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from cdvd.atomic import probe_writable
-from cdvd.errors import DataError
+from cdvd.errors import ConfigError, DataError
 from cdvd.fingerprint import file_sha256
 
 #: Containers :class:`SegmentedVideoWriter` writes, by suffix, with FFmpeg's muxer name.
@@ -46,11 +46,11 @@ def output_format(path: str | os.PathLike) -> str:
     """FFmpeg's muxer name for an output path's suffix.
 
     Raises:
-        ValueError: a suffix :class:`SegmentedVideoWriter` does not write (names the ``output`` setting).
+        ConfigError: (a ValueError) a suffix :class:`SegmentedVideoWriter` does not write (names ``output``).
     """
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise ValueError(
+        raise ConfigError(
             f"output={path}: cannot write a {suffix or 'suffix-less'} video; use one of {sorted(OUTPUT_FORMATS)}"
         )
     return OUTPUT_FORMATS[suffix]
