@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.cli import console_script
+from helpers.cli import console_script, run_command
 from helpers.data import tiny_checkpoint
 
 import cdvd
@@ -34,13 +34,7 @@ def _frames(folder: Path, n: int, seed: int = 0) -> Path:
 def _cdvd_deblur(clip: Path, output: Path, checkpoint: Path, *settings: str) -> subprocess.CompletedProcess:
     """``cdvd-deblur`` on the CPU, without a progress bar, run in ``output``'s parent folder as a user would."""
     args = [f"input={clip}", f"output={output.name}", f"checkpoint={checkpoint}", "device=cpu", "progress=false"]
-    return subprocess.run(
-        [console_script("cdvd-deblur"), *args, *settings],
-        cwd=output.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_command([console_script("cdvd-deblur"), *args, *settings], output.parent, timeout=300)
 
 
 def test_the_python_function_writes_what_the_command_line_writes(tmp_path: Path, checkpoint: Path) -> None:

@@ -127,10 +127,10 @@ class OpenVINOStage:
         name = f"{part}.blob"
         if cache is not None and part in self._ir_sha256:
             entry = cache.root / "compiled" / compiled_key(self._ir_sha256[part], size, self.device, config, self._core)
-            files = cache.load(entry, (name,), f"compiled OpenVINO {part}")
-            if files is not None:
+            loaded = cache.load(entry, (name,), f"compiled OpenVINO {part}")
+            if loaded is not None:
                 try:
-                    compiled = self._core.import_model(files[name], self.device, config)
+                    compiled = self._core.import_model(loaded[0][name], self.device, config)
                 except RuntimeError as err:
                     logger.warning(
                         "ignoring the compiled OpenVINO %s %s: OpenVINO cannot import it (%s)", part, entry, err
@@ -206,9 +206,9 @@ class CacheFolder:
         self.root = root
         self.writable = True
 
-    def load(self, entry: Path, names: tuple[str, ...], what: str) -> dict[str, bytes] | None:
-        """The bytes of ``names`` in ``entry`` when each matches the SHA-256 its record holds; None when the entry
-        is absent, or (with a warning) when it is incomplete or damaged."""
+    def load(self, entry: Path, names: tuple[str, ...], what: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """The bytes of ``names`` in ``entry`` and their SHA-256, when each matches the one its record holds; None
+        when the entry is absent, or (with a warning) when it is incomplete or damaged."""
         if not entry.is_dir():
             return None
         try:
@@ -218,9 +218,10 @@ class CacheFolder:
         except (OSError, ValueError, KeyError, TypeError) as err:
             problem = f"incomplete ({err})"
         else:
-            damaged = [name for name in names if hashlib.sha256(files[name]).hexdigest() != expected.get(name)]
+            digests = {name: hashlib.sha256(files[name]).hexdigest() for name in names}
+            damaged = [name for name in names if digests[name] != expected.get(name)]
             if not damaged:
-                return files
+                return files, digests
             problem = f"{damaged[0]} differs from what was saved"
         logger.warning("ignoring the cached %s %s: %s; making it again", what, entry, problem)
         return None
@@ -307,15 +308,15 @@ def cached_stage(model: CDVDTSP, cache: CacheFolder, core: object) -> tuple[dict
 def _read_stage(cache: CacheFolder, core: object, entry: Path) -> tuple[dict[str, object], dict[str, str]] | None:
     """The models of the cached stage at ``entry`` and, per part, a SHA-256 over its files' SHA-256; None when the
     entry is absent, or (with a warning) damaged or unreadable by OpenVINO."""
-    files = cache.load(entry, IR_FILES, "OpenVINO stage")
-    if files is None:
+    loaded = cache.load(entry, IR_FILES, "OpenVINO stage")
+    if loaded is None:
         return None
+    files, digests = loaded
     try:
         models = {part: core.read_model(files[f"{part}.xml"], files[f"{part}.bin"]) for part in PARTS}  # type: ignore[attr-defined]
     except RuntimeError as err:
         logger.warning("ignoring the cached OpenVINO stage %s: OpenVINO cannot read it (%s)", entry, err)
         return None
-    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     return models, {part: _sha256_of({n: digests[n] for n in (f"{part}.xml", f"{part}.bin")}) for part in PARTS}
 
 

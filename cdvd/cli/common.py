@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cdvd.cli.help import CONFIG_PACKAGE, register_help_resolver
-from cdvd.errors import UserError, innermost_cause, user_message
+from cdvd.errors import UserError, innermost_cause, user_error_of, user_message
 from cdvd.training.tracking import register_resolvers
 
 CONFIG_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -103,8 +103,8 @@ def run_hydra(hydra_main: Callable[[], None], prog: str) -> None:
         hydra_main()
     except CompactHydraException as err:
         # a check of ours that Hydra ran (a callback it builds, configs/hparams_search/): its own line
-        cause = err.__cause__
-        fail(prog, user_message(cause) if isinstance(cause, UserError) else hydra_message(err, prog))
+        found = user_error_of(err)
+        fail(prog, user_message(found) if found is not None else hydra_message(err, prog))
     finally:
         os.environ.pop(FULL_ERROR, None)
         if before is not None:

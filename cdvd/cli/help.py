@@ -146,7 +146,7 @@ def format_value(value: Any) -> str:
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
-def format_settings(settings: list[Setting], values: dict[str, Any] | None = None, width: int = 120) -> str:
+def format_settings(settings: list[Setting], values: Any = None, width: int = 120) -> str:
     """``key: value  # comment`` lines, nested keys indented, comments wrapped at ``width`` in one column.
 
     ``values``: the composed config (as a plain dict, interpolations unresolved); its value of a key replaces the
@@ -240,7 +240,7 @@ def render_help_part(part: str, root: DictConfig) -> str:
     elif part == "settings":
         values = OmegaConf.to_container(root, resolve=False)
         width = min(max(shutil.get_terminal_size((120, 24)).columns, 80), 120)
-        body = format_settings(tool_settings(config_name), values if isinstance(values, dict) else None, width)
+        body = format_settings(tool_settings(config_name), values, width)
         text = "== Settings (override any: key=value, nested ones as a.b=value) ==\n" + body
     else:
         raise ValueError(f"unknown help part {part!r} (header, groups or settings)")

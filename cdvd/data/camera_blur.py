@@ -15,8 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cdvd.data.io import IMAGE_EXTENSIONS, list_frames, read_rgb
-from cdvd.data.layouts import video_frames
+from cdvd.data.io import IMAGE_EXTENSIONS, list_frames, read_rgb, video_frames
 from cdvd.errors import DataError
 from cdvd.video import read_video
 

@@ -45,6 +45,14 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def video_frames(folder: str | os.PathLike) -> list[Path]:
+    """The frames of one video's folder (:func:`list_frames`); a DataError where it holds none."""
+    frames = list_frames(folder)
+    if not frames:
+        raise DataError(f"no image frames in {folder}")
+    return frames
+
+
 def has_frames(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds an image file directly inside it (False for a missing or unreadable folder)."""
     try:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdvd.data.io import has_frames, image_size, list_frames, natural_key
+from cdvd.data.io import has_frames, image_size, list_frames, natural_key, video_frames
 from cdvd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ class VideoPair:
     @property
     def gt_dir(self) -> Path | None:
         return self.gt[0].parent if self.gt else None
-
-
-def video_frames(folder: Path) -> list[Path]:
-    """The frames of one video's folder (:func:`cdvd.data.io.list_frames`); a DataError where it holds none."""
-    frames = list_frames(folder)
-    if not frames:
-        raise DataError(f"no image frames in {folder}")
-    return frames
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -272,8 +264,8 @@ def detect_layout(root: str | os.PathLike, layout: str = "auto") -> str:
     if layout != "auto":
         check_layout(layout)
         return layout
-    matches = (_match_layout(folder) for folder in (root, *_subdirs(root)))  # the root first, then its splits
-    found = next(filter(None, matches), None)
+    # the root first, then its splits (listed only when the root matches no layout)
+    found = _match_layout(root) or next(filter(None, map(_match_layout, _subdirs(root))), None)
     if found is None:
         raise DataError(
             f"cannot tell the dataset layout of {root}: expected one of dvd (<video>/input, <video>/GT), "

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cdvd.data.io import has_frames, list_frames, natural_key, read_rgb
-from cdvd.data.layouts import VideoPair, detect_layout, discover_videos, video_frames
+from cdvd.data.io import has_frames, list_frames, natural_key, read_rgb, video_frames
+from cdvd.data.layouts import VideoPair, detect_layout, discover_videos
 from cdvd.errors import ConfigError, DataError
 from cdvd.video import VIDEO_SUFFIXES, DecodedFrame, VideoInfo, VideoReader, is_video_path, read_video_frames
 

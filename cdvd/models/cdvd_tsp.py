@@ -63,7 +63,7 @@ def _cpu_autocast_off(frames: torch.Tensor) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
-def check_architecture(*, prefix: str = "", n_feat: Any = 32, n_resblock: Any = 3, corr_backend: Any = "auto") -> None:
+def check_architecture(*, prefix: str = "", n_feat: Any, n_resblock: Any, corr_backend: Any) -> None:
     """The network's rules for its arguments, in one place: :class:`CDVDTSP` applies them, and so does the training
     schema before any work (``prefix="model.net."`` names the setting).
 

@@ -27,9 +27,7 @@ from cdvd.errors import ConfigError, innermost_cause
 from cdvd.losses import check_patch_size
 from cdvd.models.cdvd_tsp import CDVDTSP, CLIP_LENGTH, check_architecture
 from cdvd.settings import count, default_of, number, read_settings
-from cdvd.training.module import DeblurModule
-
-SCHEDULER_INTERVALS = ("epoch", "step")
+from cdvd.training.module import SCHEDULER_INTERVALS, DeblurModule
 
 
 @dataclass
@@ -109,7 +107,7 @@ class SchedulerArguments:
 
 @dataclass
 class SchedulerSettings:
-    interval: str = SCHEDULER_INTERVALS[0]  # absent: epoch, as DeblurModule reads it
+    interval: str = SCHEDULER_INTERVALS[0]  # absent: as DeblurModule reads it
     scheduler: SchedulerArguments | None = None
 
     def __post_init__(self) -> None:

@@ -33,6 +33,9 @@ from cdvd.targets import check_file_targets
 
 logger = logging.getLogger(__name__)
 
+#: ``scheduler.interval``: when the scheduler steps (the first: when the config does not say)
+SCHEDULER_INTERVALS = ("epoch", "step")
+
 VALIDATION_MEANS = ("psnr", "ssim", "psnr_stage1", "psnr_input", "ssim_input")
 
 
@@ -159,7 +162,7 @@ class DeblurModule(pl.LightningModule):
         self.lr = base_lr(optimizer) if optimizer is not None else None
         factory = (scheduler or {}).get("scheduler")
         self.scheduler_factory = instantiate(factory) if factory is not None else None
-        self.scheduler_interval = (scheduler or {}).get("interval", "epoch")
+        self.scheduler_interval = (scheduler or {}).get("interval", SCHEDULER_INTERVALS[0])
         if flow_pretrained:
             load_flow_weights(self.net, flow_pretrained)
         if pretrained:

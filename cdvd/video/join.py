@@ -19,7 +19,7 @@ import av
 
 from cdvd.errors import DataError
 from cdvd.video.formats import FINGERPRINT_TAG, can_copy
-from cdvd.video.segments import Segment
+from cdvd.video.segments import Segment, segment_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def mux_segments(
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(av.open(str(tmp), "w", format=container_format, options=options))
         out.metadata[FINGERPRINT_TAG] = json.dumps(dict(manifest), sort_keys=True)
-        first = stack.enter_context(av.open(str(work_dir / "seg_000000.mkv")))
+        first = stack.enter_context(av.open(str(work_dir / segment_name(0, ".mkv"))))
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
         video = out.add_stream_from_template(template)
@@ -68,7 +68,7 @@ def mux_segments(
         def video_packets() -> TimedPackets:
             start = 0
             for seg in segments:
-                with av.open(str(work_dir / f"seg_{seg.index:06d}.mkv")) as part:
+                with av.open(str(work_dir / segment_name(seg.index, ".mkv"))) as part:
                     stream = part.streams.video[0]
                     if stream.codec_context.extradata != extradata:
                         raise DataError(f"{work_dir}: segment {seg.index} has other codec headers")

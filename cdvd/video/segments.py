@@ -37,6 +37,11 @@ class Segment:
         return len(self.pts)
 
 
+def segment_name(index: int, suffix: str) -> str:
+    """The file name of segment ``index``: ``seg_000003.mkv`` (its media), ``seg_000003.json`` (its record)."""
+    return f"seg_{index:06d}{suffix}"
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, sort_keys=True))
 
@@ -64,8 +69,8 @@ def complete_segments(work_dir: Path, segment_frames: int) -> list[Segment]:
     while True:
         index = len(segments)
         try:
-            record = json.loads((work_dir / f"seg_{index:06d}.json").read_text())
-            media = work_dir / f"seg_{index:06d}.mkv"
+            record = json.loads((work_dir / segment_name(index, ".json")).read_text())
+            media = work_dir / segment_name(index, ".mkv")
             if media.stat().st_size != record["bytes"] or len(record["pts"]) != segment_frames:
                 break
             segments.append(

@@ -24,7 +24,16 @@ from cdvd.video.formats import check_encoder, output_format, written_with
 from cdvd.video.join import mux_segments
 from cdvd.video.lock import OutputLock
 from cdvd.video.probe import VideoInfo
-from cdvd.video.segments import MANIFEST, PARTS_KIND, Segment, complete_segments, even, parts_owned, write_json
+from cdvd.video.segments import (
+    MANIFEST,
+    PARTS_KIND,
+    Segment,
+    complete_segments,
+    even,
+    parts_owned,
+    segment_name,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +177,7 @@ class SegmentedVideoWriter:
         if not manifest_path.exists():
             write_json(manifest_path, self.manifest())
         self._segments = complete_segments(self.work_dir, self.segment_frames)
-        keep = {MANIFEST, OWNER_FILE, *(f"seg_{s.index:06d}{e}" for s in self._segments for e in (".json", ".mkv"))}
+        keep = {MANIFEST, OWNER_FILE, *(segment_name(s.index, e) for s in self._segments for e in (".json", ".mkv"))}
         for entry in self.work_dir.iterdir():
             if entry.name not in keep:  # partial segments, temp files, segments after a gap
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -233,7 +242,7 @@ class SegmentedVideoWriter:
     def _start_segment(self) -> dict[str, Any]:
         assert self._size is not None
         index = len(self._segments)
-        tmp = self.work_dir / f"seg_{index:06d}.mkv.tmp"
+        tmp = self.work_dir / segment_name(index, ".mkv.tmp")
         container = av.open(str(tmp), "w", format="matroska")
         stream = container.add_stream(self.codec, rate=self._segment_rate, options=dict(self.options))
         stream.width, stream.height = self._size
